@@ -1,0 +1,795 @@
+"""EditStore: the source of truth (SQLite via sqlite-utils) and its FAISS index.
+
+>>> from memedit import Edit, EditStore
+>>> with EditStore("/tmp/demo.db") as store:                          # doctest: +SKIP
+...     e = store.add(Edit.fact("the US", "The current president of {} is", "Trump"))
+...     [hit.edit.id for hit in store.search("Who is the US president?")] == [e.id]
+True
+
+Durability follows SQLite's own advice: WAL journal, ``synchronous=FULL``, a
+busy timeout, every write in one ``BEGIN IMMEDIATE`` transaction (retried a
+bounded number of times) that writes the edit, its vectors and its event
+together, so an acknowledged edit survives a crash and a half-written edit
+cannot exist. The FAISS file is derived: checked against the database on open
+and rebuilt from the stored vectors on any mismatch.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from ..config import DEFAULT_NAMESPACE
+from ..edits import LIVE_STATUSES, STATUSES, Edit, subject_key, utcnow, validate_namespace
+from ..errors import ConflictError, NotFoundError, StoreError, ValidationError
+from .chain import GENESIS, Event, canonical_json, check_chain, content_hash, event_hash
+from .index import VectorIndex
+from .schema import apply_migrations
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+WRITE_RETRIES = 8
+_CONTENT_COLUMNS = ("subject", "subject_key", "prompt", "relation_key", "target_new", "target_true",
+                    "paraphrases", "statement", "author", "source", "meta", "salt")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: the edit, its best cosine score and the stored text that matched."""
+
+    edit: Edit
+    score: float
+    matched_text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"edit": self.edit.to_dict(), "score": self.score, "matched_text": self.matched_text}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`EditStore.verify` found; ``ok`` only when every check passed."""
+
+    ok: bool
+    events: int
+    edits: int
+    problems: list[str]
+    head_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class EditStore:
+    """A durable, audited store of edits with a namespace-filtered vector index.
+
+    ``path`` is the SQLite file; the index lives beside it (``x.db`` ->
+    ``x.faiss``). The embedder loads lazily, on the first add or search.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, embedder: Any = None, create: bool = True):
+        self.path = Path(path)
+        self.index_path = self.path.with_suffix(".faiss")
+        if not create and not self.path.exists():
+            raise NotFoundError(f"no store at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._embedder = embedder
+        self._index: VectorIndex | None = None
+        self._index_gen = -1
+        self._selector_cache: dict[tuple[str, tuple[str, ...]], tuple[int, np.ndarray]] = {}
+        self.index_rebuilt = False
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                         timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._set_wal()
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA secure_delete=ON")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self.db = sqlite_utils.Database(self._conn)
+        with self._write():
+            apply_migrations(self.db)
+            if self._meta("generation") is None:
+                self._set_meta("generation", "0")
+                self._set_meta("created_at", utcnow())
+            if not self._row("SELECT 1 FROM namespaces WHERE name = ?", [DEFAULT_NAMESPACE]):
+                self._insert_namespace(DEFAULT_NAMESPACE, None)
+
+    def _set_wal(self) -> None:
+        # Switching to WAL needs a moment without other connections mid-write; retry briefly.
+        for attempt in range(WRITE_RETRIES):
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+            time.sleep(0.05 * (attempt + 1))
+        raise StoreError(f"could not switch {self.path} to WAL mode (is it on a network filesystem?)")
+
+    # ---- lifecycle ----------------------------------------------------
+    def close(self) -> None:
+        """Persist the index if it changed, then close the database."""
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                if self._index is not None:
+                    self._save_index_if_stale()
+            finally:
+                self._conn.close()
+                self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "EditStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None or isinstance(self._embedder, str):
+            from ..embeddings import DEFAULT_EMBEDDER, Embedder
+
+            self._embedder = Embedder.shared(self._embedder or self._meta("embedder") or DEFAULT_EMBEDDER)
+        return self._embedder
+
+    # ---- transactions ---------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction, retried while another writer holds the lock."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("the store is closed")
+            for attempt in range(WRITE_RETRIES):
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or attempt == WRITE_RETRIES - 1:
+                        raise StoreError(f"store {self.path} is busy: {exc}; try again") from exc
+                    time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + secrets.randbelow(100) / 100))
+            try:
+                yield
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._commit()
+
+    def _commit(self) -> None:
+        for attempt in range(WRITE_RETRIES):
+            try:
+                self._conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == WRITE_RETRIES - 1:
+                    self._conn.execute("ROLLBACK")
+                    raise StoreError(f"could not commit to {self.path}: {exc}") from exc
+                time.sleep(0.05 * (attempt + 1))
+
+    def _row(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        return next(self.db.query(sql, list(params)), None)
+
+    def _meta(self, key: str) -> str | None:
+        row = self._row("SELECT value FROM meta WHERE key = ?", [key])
+        return row["value"] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           (key, value))
+
+    def _next_gen(self) -> int:
+        gen = int(self._meta("generation") or 0) + 1
+        self._set_meta("generation", str(gen))
+        return gen
+
+    def _append_event(self, kind: str, *, namespace: str | None = None, edit_id: int | None = None,
+                      actor: str | None = None, payload: dict[str, Any] | None = None) -> Event:
+        last = self._row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        seq = (last["seq"] + 1) if last else 1
+        prev = last["hash"] if last else GENESIS
+        ts = utcnow()
+        body = canonical_json(payload or {})
+        digest = event_hash(prev, seq, ts, namespace, edit_id, kind, actor, body)
+        self._conn.execute(
+            "INSERT INTO events(seq, ts, namespace, edit_id, kind, actor, payload, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?)",
+            (seq, ts, namespace, edit_id, kind, actor, body, prev, digest),
+        )
+        self._set_meta("head_hash", digest)
+        self._set_meta("event_count", str(seq))
+        return Event(seq, ts, namespace, edit_id, kind, actor, payload or {}, prev, digest)
+
+    # ---- namespaces -------------------------------------------------------
+    def _insert_namespace(self, name: str, actor: str | None) -> None:
+        self._conn.execute("INSERT INTO namespaces(name, created_at) VALUES (?, ?)", (name, utcnow()))
+        self._append_event("namespace", namespace=name, actor=actor, payload={"action": "create"})
+
+    def create_namespace(self, name: str, *, actor: str | None = None, exist_ok: bool = True) -> str:
+        """Create a namespace (tenant or user). Adding an edit creates its namespace too."""
+        validate_namespace(name)
+        with self._write():
+            if self._row("SELECT 1 FROM namespaces WHERE name = ?", [name]):
+                if not exist_ok:
+                    raise ConflictError(f"namespace {name!r} already exists")
+                return name
+            self._insert_namespace(name, actor)
+        return name
+
+    def namespaces(self) -> list[dict[str, Any]]:
+        """Every namespace with its number of live edits."""
+        return list(self.db.query(
+            "SELECT n.name, n.created_at, "
+            "(SELECT count(*) FROM edits e WHERE e.namespace = n.name AND e.status IN ('active','pending')) AS live "
+            "FROM namespaces n ORDER BY n.name"
+        ))
+
+    def require_namespace(self, name: str) -> str:
+        """Return ``name`` if it exists, else raise NotFoundError (a typo must not read as 'no edits')."""
+        validate_namespace(name)
+        if not self._row("SELECT 1 FROM namespaces WHERE name = ?", [name]):
+            known = ", ".join(r["name"] for r in self.db.query("SELECT name FROM namespaces ORDER BY name LIMIT 20"))
+            raise NotFoundError(f"namespace {name!r} does not exist (known: {known})")
+        return name
+
+    # ---- adding ---------------------------------------------------------
+    def add(self, edit: Edit, *, status: str | None = None, actor: str | None = None) -> Edit:
+        """Store one validated edit and index it; returns the stored edit (with id)."""
+        return self.add_many([edit], status=status, actor=actor)[0]
+
+    def add_many(self, edits: Iterable[Edit], *, status: str | None = None, actor: str | None = None,
+                 batch_size: int = 256, progress: bool = False) -> list[Edit]:
+        """Store many edits; each batch is one transaction, so a batch lands whole or not at all.
+
+        Status ``active`` (default) supersedes any live edit with the same
+        subject and relation in the namespace; ``pending`` waits for
+        :meth:`approve` before it supersedes anything.
+        """
+        items = [self._checked(e, status) for e in edits]
+        stored: list[Edit] = []
+        bar = _progress(len(items), "adding edits", progress)
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            texts = [e.search_texts() for e in batch]
+            flat = [t for ts in texts for t in ts]
+            vecs = self.embedder.encode(flat)
+            self._check_embedder()
+            with self._write():
+                gen = self._next_gen()
+                offset = 0
+                for edit, ts in zip(batch, texts):
+                    stored.append(self._insert(edit, vecs[offset:offset + len(ts)], gen, actor, "add"))
+                    offset += len(ts)
+            self._sync_index()
+            bar.update(len(batch))
+        bar.close()
+        return stored
+
+    def _checked(self, edit: Edit, status: str | None) -> Edit:
+        if not isinstance(edit, Edit):
+            raise ValidationError(f"expected an Edit, got {type(edit).__name__}; build one with Edit.fact or Edit.text")
+        edit = edit.validated()
+        status = status or edit.status or "active"
+        if status not in ("active", "pending"):
+            raise ValidationError(f"a new edit starts 'active' or 'pending', not {status!r}")
+        return replace(edit, status=status, id=None, supersedes=None, superseded_by=None, usage_count=0,
+                       last_used_at=None, committed=False)
+
+    def _check_embedder(self) -> None:
+        name, dim = self._meta("embedder"), self._meta("dim")
+        if name is None:
+            with self._write():
+                self._set_meta("embedder", self.embedder.name)
+                self._set_meta("dim", str(self.embedder.dim))
+        elif name != self.embedder.name or int(dim or 0) != self.embedder.dim:
+            raise StoreError(
+                f"this store's vectors were made with embedder {name!r} (dim {dim}); "
+                f"it was opened with {self.embedder.name!r} (dim {self.embedder.dim}). Open it with the same embedder."
+            )
+
+    def _insert(self, edit: Edit, vecs: np.ndarray, gen: int, actor: str | None, event_kind: str,
+                keep: dict[str, Any] | None = None) -> Edit:
+        """Insert one edit row, its vectors and its event; the caller holds the write transaction."""
+        ns = edit.namespace
+        if not self._row("SELECT 1 FROM namespaces WHERE name = ?", [ns]):
+            self._insert_namespace(ns, actor)
+        now = utcnow()
+        keep = keep or {}
+        salt = secrets.token_bytes(16)
+        digest = content_hash(edit.content(), salt)
+        row = {
+            "uid": keep.get("uid") or uuid.uuid4().hex, "namespace": ns, "kind": edit.kind, "status": edit.status,
+            "subject": edit.subject, "subject_key": subject_key(edit.subject) if edit.subject else None,
+            "prompt": edit.prompt, "relation_key": edit.relation, "target_new": edit.target_new,
+            "target_true": edit.target_true, "paraphrases": json.dumps(list(edit.paraphrases), ensure_ascii=False),
+            "statement": edit.statement, "author": edit.author, "source": edit.source,
+            "meta": canonical_json(edit.meta), "usage_count": keep.get("usage_count", 0),
+            "last_used_at": keep.get("last_used_at"), "committed": int(bool(keep.get("committed", False))),
+            "created_at": keep.get("created_at") or now, "updated_at": keep.get("updated_at") or now,
+            "content_hash": digest, "salt": salt, "gen": gen,
+            "supersedes": keep.get("supersedes"), "superseded_by": keep.get("superseded_by"),
+        }
+        if "id" in keep:
+            row["id"] = keep["id"]
+        cols = ", ".join(row)
+        cur = self._conn.execute(f"INSERT INTO edits({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        edit_id = int(cur.lastrowid)
+        self._conn.executemany("INSERT INTO vectors(edit_id, k, vec) VALUES (?, ?, ?)",
+                               [(edit_id, k, v.astype(np.float32).tobytes()) for k, v in enumerate(vecs)])
+        self._append_event(event_kind, namespace=ns, edit_id=edit_id, actor=actor or edit.author,
+                           payload={"uid": row["uid"], "content_hash": digest, "status": edit.status})
+        if event_kind == "add" and edit.status == "active":
+            self._supersede_same_key(edit_id, gen, actor)
+        elif event_kind == "add" and edit.status == "pending" and edit.kind == "fact":
+            old = self._live_same_key(edit_id, statuses=("active",))
+            if old:
+                self._conn.execute("UPDATE edits SET supersedes = ? WHERE id = ?", (old[0], edit_id))
+        return self._get(edit_id)
+
+    def _live_same_key(self, edit_id: int, statuses: Sequence[str] = LIVE_STATUSES) -> list[int]:
+        row = self._row("SELECT namespace, subject_key, relation_key, kind FROM edits WHERE id = ?", [edit_id])
+        if not row or row["kind"] != "fact":
+            return []
+        marks = ",".join("?" * len(statuses))
+        return [r["id"] for r in self.db.query(
+            f"SELECT id FROM edits WHERE namespace = ? AND subject_key = ? AND relation_key = ? AND id != ? "
+            f"AND status IN ({marks}) ORDER BY id DESC",
+            [row["namespace"], row["subject_key"], row["relation_key"], edit_id, *statuses],
+        )]
+
+    def _supersede_same_key(self, new_id: int, gen: int, actor: str | None) -> None:
+        olds = self._live_same_key(new_id)
+        for old_id in olds:
+            self._mark_superseded(old_id, new_id, gen, actor)
+        if olds:
+            self._conn.execute("UPDATE edits SET supersedes = ? WHERE id = ?", (olds[0], new_id))
+
+    def _mark_superseded(self, old_id: int, new_id: int, gen: int, actor: str | None) -> None:
+        self._conn.execute("UPDATE edits SET status = 'superseded', superseded_by = ?, updated_at = ?, gen = ? WHERE id = ?",
+                           (new_id, utcnow(), gen, old_id))
+        ns = self._row("SELECT namespace FROM edits WHERE id = ?", [old_id])["namespace"]
+        self._append_event("supersede", namespace=ns, edit_id=old_id, actor=actor, payload={"by": new_id})
+
+    # ---- lifecycle of an edit -------------------------------------------
+    def approve(self, edit_id: int, *, actor: str | None = None) -> Edit:
+        """Make a pending edit active; it then supersedes live edits of the same subject and relation."""
+        with self._write():
+            edit = self._get(edit_id)
+            if edit.status != "pending":
+                raise ConflictError(f"edit {edit_id} is {edit.status}, only pending edits can be approved")
+            gen = self._next_gen()
+            self._conn.execute("UPDATE edits SET status = 'active', updated_at = ?, gen = ? WHERE id = ?",
+                               (utcnow(), gen, edit_id))
+            self._append_event("approve", namespace=edit.namespace, edit_id=edit_id, actor=actor)
+            self._supersede_same_key(edit_id, gen, actor)
+        self._sync_index()
+        return self.get(edit_id)
+
+    def reject(self, edit_id: int, *, actor: str | None = None, reason: str | None = None) -> Edit:
+        """Refuse a pending edit; it stays in history but never answers."""
+        with self._write():
+            edit = self._get(edit_id)
+            if edit.status != "pending":
+                raise ConflictError(f"edit {edit_id} is {edit.status}, only pending edits can be rejected")
+            gen = self._next_gen()
+            self._conn.execute("UPDATE edits SET status = 'rejected', updated_at = ?, gen = ? WHERE id = ?",
+                               (utcnow(), gen, edit_id))
+            self._append_event("reject", namespace=edit.namespace, edit_id=edit_id, actor=actor,
+                               payload={"reason": reason} if reason else {})
+        self._sync_index()
+        return self.get(edit_id)
+
+    def supersede(self, old_id: int, new: Edit, *, actor: str | None = None) -> Edit:
+        """Replace edit ``old_id`` with ``new`` (same namespace); the old one stays in history."""
+        old = self.get(old_id)
+        if old.status not in LIVE_STATUSES:
+            raise ConflictError(f"edit {old_id} is {old.status}; only pending or active edits can be superseded")
+        new = self._checked(replace(new, namespace=old.namespace), "active")
+        vecs = self.embedder.encode(new.search_texts())
+        self._check_embedder()
+        with self._write():
+            if self._get(old_id).status not in LIVE_STATUSES:  # re-check inside the lock
+                raise ConflictError(f"edit {old_id} changed while superseding; try again")
+            gen = self._next_gen()
+            stored = self._insert(new, vecs, gen, actor, "add")
+            if self._get(old_id).status in LIVE_STATUSES:
+                self._mark_superseded(old_id, stored.id, gen, actor)  # type: ignore[arg-type]
+            self._conn.execute("UPDATE edits SET supersedes = ? WHERE id = ?", (old_id, stored.id))
+        self._sync_index()
+        return self.get(stored.id)  # type: ignore[arg-type]
+
+    def forget(self, edit_id: int, *, actor: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Erase an edit: content, vectors and usage leave the database, its WAL and the index.
+
+        The row stays as a tombstone (id, namespace, status ``forgotten``,
+        salted content hash) so the event chain still verifies. Returns a
+        report saying whether the WAL checkpoint completed (it cannot while
+        another process holds an old read snapshot; the erasure then completes
+        at that store's next checkpoint).
+        """
+        with self._write():
+            edit = self._get(edit_id)
+            if edit.status == "forgotten":
+                raise ConflictError(f"edit {edit_id} is already forgotten")
+            gen = self._next_gen()
+            sets = ", ".join(f"{c} = NULL" for c in _CONTENT_COLUMNS)
+            self._conn.execute(f"UPDATE edits SET {sets}, status = 'forgotten', updated_at = ?, gen = ? WHERE id = ?",
+                               (utcnow(), gen, edit_id))
+            self._conn.execute("DELETE FROM vectors WHERE edit_id = ?", (edit_id,))
+            self._conn.execute("DELETE FROM usage WHERE edit_id = ?", (edit_id,))
+            tomb = self._row("SELECT content_hash FROM edits WHERE id = ?", [edit_id])["content_hash"]
+            self._append_event("forget", namespace=edit.namespace, edit_id=edit_id, actor=actor,
+                               payload={"tombstone": tomb, **({"reason_given": True} if reason else {})})
+        with self._lock:
+            self._ensure_index()  # the vector must leave the index file too, even if it was never loaded here
+            self._save_index(force=True)
+        checkpoint = self.checkpoint()
+        return {"id": edit_id, "forgotten": True, "checkpoint_complete": checkpoint, "index_saved": True}
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it; True when it fully completed."""
+        with self._lock:
+            for attempt in range(WRITE_RETRIES):
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                time.sleep(0.05 * (attempt + 1))
+        log.warning("WAL checkpoint of %s did not complete: another connection holds a snapshot", self.path)
+        return False
+
+    def record_use(self, edit_ids: Sequence[int], *, question: str | None = None,
+                   scores: Sequence[float] | None = None, route: str | None = None) -> None:
+        """Count that these edits answered a question (usage drives commits to the weights later)."""
+        if not edit_ids:
+            return
+        scores = list(scores) if scores is not None else [None] * len(edit_ids)  # type: ignore[list-item]
+        now = utcnow()
+        with self._write():
+            for edit_id, score in zip(edit_ids, scores):
+                edit = self._get(edit_id)
+                self._conn.execute("UPDATE edits SET usage_count = usage_count + 1, last_used_at = ? WHERE id = ?",
+                                   (now, edit_id))
+                self._conn.execute("INSERT INTO usage(edit_id, ts, question, score, route) VALUES (?,?,?,?,?)",
+                                   (edit_id, now, question, score, route))
+                self._append_event("use", namespace=edit.namespace, edit_id=edit_id,
+                                   payload={"route": route} if route else {})
+
+    # ---- reading ------------------------------------------------------------
+    def _get(self, edit_id: int) -> Edit:
+        if isinstance(edit_id, bool) or not isinstance(edit_id, (int, np.integer)):
+            raise ValidationError(f"an edit id is an integer, got {edit_id!r}")
+        row = self._row("SELECT * FROM edits WHERE id = ?", [int(edit_id)])
+        if row is None:
+            raise NotFoundError(f"no edit with id {edit_id}")
+        return _edit_from_row(row)
+
+    def get(self, edit_id: int) -> Edit:
+        """The edit with this id (forgotten edits come back as content-less tombstones)."""
+        with self._lock:
+            return self._get(edit_id)
+
+    def list(self, namespace: str | None = None, *, status: str | Sequence[str] | None = None,
+             author: str | None = None, text: str | None = None, limit: int = 100, offset: int = 0) -> list[Edit]:
+        """Edits, newest first, filtered by namespace, status, author and a substring of their text."""
+        where, params = self._filters(namespace, status, author, text)
+        if not (0 < limit <= 100_000) or offset < 0:
+            raise ValidationError("limit must be in 1..100000 and offset >= 0")
+        rows = self.db.query(f"SELECT * FROM edits {where} ORDER BY id DESC LIMIT ? OFFSET ?", [*params, limit, offset])
+        return [_edit_from_row(r) for r in rows]
+
+    def count(self, namespace: str | None = None, *, status: str | Sequence[str] | None = None,
+              author: str | None = None, text: str | None = None) -> int:
+        where, params = self._filters(namespace, status, author, text)
+        return int(self._row(f"SELECT count(*) AS n FROM edits {where}", params)["n"])
+
+    def _filters(self, namespace: str | None, status: str | Sequence[str] | None, author: str | None,
+                 text: str | None) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if namespace is not None:
+            clauses.append("namespace = ?")
+            params.append(self.require_namespace(namespace))
+        statuses = _statuses(status)
+        if statuses:
+            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if author is not None:
+            clauses.append("author = ?")
+            params.append(author)
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in
+                                             ("subject", "prompt", "target_new", "statement", "paraphrases")) + ")")
+            params.extend([like] * 5)
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def history(self, edit_id: int) -> list[Event]:
+        """Every event about this edit, oldest first."""
+        self.get(edit_id)
+        return [Event.from_row(r) for r in self.db.query("SELECT * FROM events WHERE edit_id = ? ORDER BY seq", [edit_id])]
+
+    def events(self, namespace: str | None = None, *, since: int = 0, limit: int = 1000) -> list[Event]:
+        where = "WHERE seq > ?" + (" AND namespace = ?" if namespace else "")
+        params: list[Any] = [since] + ([namespace] if namespace else [])
+        return [Event.from_row(r) for r in self.db.query(f"SELECT * FROM events {where} ORDER BY seq LIMIT ?", [*params, limit])]
+
+    def usage(self, edit_id: int, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent questions that were answered through this edit."""
+        return list(self.db.query("SELECT ts, question, score, route FROM usage WHERE edit_id = ? ORDER BY id DESC LIMIT ?",
+                                  [edit_id, limit]))
+
+    # ---- search ---------------------------------------------------------------
+    def search(self, query: str, namespace: str = DEFAULT_NAMESPACE, *, k: int = 5,
+               statuses: Sequence[str] = ("active",), min_score: float | None = None) -> list[SearchHit]:
+        """Edits in ``namespace`` nearest to ``query`` by cosine similarity, best first."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValidationError("the search query must be a non-empty string")
+        qvec = self.embedder.encode([query.strip()])[0]
+        return self.search_vector(qvec, namespace, k=k, statuses=statuses, min_score=min_score)
+
+    def search_vector(self, qvec: np.ndarray, namespace: str = DEFAULT_NAMESPACE, *, k: int = 5,
+                      statuses: Sequence[str] = ("active",), min_score: float | None = None) -> list[SearchHit]:
+        """Like :meth:`search` for an already-embedded query (unit vector)."""
+        if not isinstance(k, int) or not 0 < k <= 1000:
+            raise ValidationError("k must be an integer in 1..1000")
+        statuses = _statuses(statuses) or ("active",)
+        with self._lock:
+            self.require_namespace(namespace)
+            self._ensure_index()
+            allowed = self._allowed_ids(namespace, statuses)
+            pairs = self._index.search(np.asarray(qvec, dtype=np.float32), k, allowed)[0]  # type: ignore[union-attr]
+            hits = []
+            for edit_id, score in pairs:
+                if min_score is not None and score < min_score:
+                    continue
+                edit = self._get(edit_id)
+                if edit.namespace != namespace or edit.status not in statuses:
+                    continue  # the row changed after the last sync; never serve it
+                hits.append(SearchHit(edit, float(score), self._matched_text(edit, qvec)))
+            return hits
+
+    def _matched_text(self, edit: Edit, qvec: np.ndarray) -> str:
+        rows = list(self.db.query("SELECT k, vec FROM vectors WHERE edit_id = ? ORDER BY k", [edit.id]))
+        texts = edit.search_texts()
+        if not rows or len(rows) != len(texts):
+            return texts[0] if texts else ""
+        mat = np.stack([np.frombuffer(r["vec"], dtype=np.float32) for r in rows])
+        return texts[int(np.argmax(mat @ qvec))]
+
+    def _allowed_ids(self, namespace: str, statuses: tuple[str, ...]) -> np.ndarray:
+        key = (namespace, statuses)
+        cached = self._selector_cache.get(key)
+        if cached and cached[0] == self._index_gen:
+            return cached[1]
+        marks = ",".join("?" * len(statuses))
+        ids = np.fromiter((r[0] for r in self._conn.execute(
+            f"SELECT id FROM edits WHERE namespace = ? AND status IN ({marks})", [namespace, *statuses])), dtype=np.int64)
+        self._selector_cache[key] = (self._index_gen, ids)
+        return ids
+
+    # ---- the index: open, sync, save, rebuild -----------------------------------
+    def _ensure_index(self) -> None:
+        """Load (or rebuild) the index on first use, then catch up with writes from any process."""
+        if self._index is None:
+            self._open_index()
+        self._sync_index()
+
+    def _open_index(self) -> None:
+        dim = int(self._meta("dim") or self.embedder.dim)
+        self._check_embedder()
+        recorded_sha, recorded_gen = self._meta("index_sha256"), self._meta("index_gen")
+        reason = None
+        if not self.index_path.exists():
+            reason = "no index file"
+        elif recorded_sha is None or recorded_gen is None:
+            reason = "no index checksum recorded"
+        else:
+            try:
+                self._index = VectorIndex.load(self.index_path, dim, recorded_sha)
+                self._index_gen = int(recorded_gen)
+                self._sync_index()
+                if not self._index_matches_db():
+                    reason = "index ids do not match the database"
+            except ValueError as exc:
+                reason = str(exc)
+        if reason:
+            # A missing file is the normal first use; a present but wrong one is worth a warning.
+            level = logging.WARNING if self.index_path.exists() else logging.INFO
+            log.log(level, "rebuilding the vector index of %s: %s", self.path, reason)
+            self.rebuild_index()
+
+    def _index_matches_db(self) -> bool:
+        db_ids = np.fromiter((r[0] for r in self._conn.execute("SELECT edit_id FROM vectors ORDER BY edit_id")),
+                             dtype=np.int64)
+        return self._index is not None and np.array_equal(self._index.ids(), db_ids)
+
+    def rebuild_index(self) -> int:
+        """Rebuild the FAISS index from the vectors kept in SQLite; returns the number of vectors."""
+        with self._lock:
+            dim = int(self._meta("dim") or self.embedder.dim)
+            self._conn.execute("BEGIN")  # one consistent snapshot of vectors and generation
+            try:
+                gen = int(self._meta("generation") or 0)
+                rows = self._conn.execute("SELECT edit_id, vec FROM vectors ORDER BY edit_id, k").fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+            index = VectorIndex(dim)
+            if rows:
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+                index.add(ids, vecs)
+            self._index, self._index_gen = index, gen
+            self._selector_cache.clear()
+            self.index_rebuilt = True
+            self._save_index(force=True)
+            return index.ntotal
+
+    def _sync_index(self) -> None:
+        """Apply every change committed since this process's index generation (from any process)."""
+        with self._lock:
+            if self._index is None:
+                return
+            gen = int(self._meta("generation") or 0)
+            if gen == self._index_gen:
+                return
+            self._conn.execute("BEGIN")
+            try:
+                gen = int(self._meta("generation") or 0)
+                changed = [r[0] for r in self._conn.execute("SELECT id FROM edits WHERE gen > ?", [self._index_gen])]
+                rows = []
+                for chunk in _chunks(changed, 900):
+                    marks = ",".join("?" * len(chunk))
+                    rows += self._conn.execute(
+                        f"SELECT edit_id, vec FROM vectors WHERE edit_id IN ({marks}) ORDER BY edit_id, k", chunk).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+            self._index.remove(np.array(changed, dtype=np.int64))
+            if rows:
+                dim = self._index.dim
+                self._index.add(np.array([r[0] for r in rows], dtype=np.int64),
+                                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim))
+            self._index_gen = gen
+            self._selector_cache.clear()
+
+    def _save_index_if_stale(self) -> None:
+        if self._index is not None and str(self._index_gen) != self._meta("index_gen"):
+            self._save_index()
+
+    def _save_index(self, force: bool = False) -> None:
+        """Write the index file and record its checksum; a file lock keeps concurrent savers apart."""
+        with self._lock, open(self.path.with_suffix(".faiss.lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if self._index is None:
+                    return
+                self._sync_index()
+                recorded = self._meta("index_gen")
+                if not force and recorded is not None and int(recorded) >= self._index_gen:
+                    return  # another process already saved this generation or a newer one
+                digest = self._index.save(self.index_path)  # type: ignore[union-attr]
+                with self._write():
+                    self._set_meta("index_sha256", digest)
+                    self._set_meta("index_gen", str(self._index_gen))
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def flush(self) -> None:
+        """Persist the index file now (it is otherwise written on close and after forget)."""
+        with self._lock:
+            self._ensure_index()
+            self._save_index_if_stale()
+
+    def check_index(self) -> dict[str, Any]:
+        """Compare the index with the database without changing either."""
+        with self._lock:
+            self._ensure_index()
+            return {"vectors_in_db": self.db.table("vectors").count, "vectors_in_index": self._index.ntotal,  # type: ignore[union-attr]
+                    "consistent": self._index_matches_db(), "generation": self._index_gen,
+                    "embedder": self._meta("embedder"), "dim": self._meta("dim")}
+
+    # ---- audit ----------------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Recompute the event hash chain and every live edit's content hash."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                rows = list(self.db.query("SELECT * FROM events ORDER BY seq"))
+                edits = list(self.db.query("SELECT * FROM edits"))
+                head, count = self._meta("head_hash"), self._meta("event_count")
+            finally:
+                self._conn.execute("COMMIT")
+        problems = check_chain(rows)
+        last = rows[-1]["hash"] if rows else GENESIS
+        if (head or GENESIS) != last or int(count or 0) != len(rows):
+            problems.append("the newest events were removed (chain head or count differs from the recorded head)")
+        first_hash: dict[int, str] = {}
+        for r in rows:
+            if r["kind"] in ("add", "import") and r["edit_id"] is not None and r["edit_id"] not in first_hash:
+                first_hash[r["edit_id"]] = json.loads(r["payload"]).get("content_hash")
+        for row in edits:
+            if first_hash.get(row["id"]) != row["content_hash"]:
+                problems.append(f"edit {row['id']}: content hash differs from the one in its add event")
+            if row["status"] == "forgotten":
+                if any(row[c] is not None for c in _CONTENT_COLUMNS):
+                    problems.append(f"edit {row['id']}: forgotten but content remains")
+                continue
+            edit = _edit_from_row(row)
+            if content_hash(edit.content(), row["salt"] or b"") != row["content_hash"]:
+                problems.append(f"edit {row['id']}: content was altered after it was stored")
+        return VerifyReport(ok=not problems, events=len(rows), edits=len(edits), problems=problems, head_hash=last)
+
+    # ---- transfer -------------------------------------------------------------
+    def export_jsonl(self, out: Any, namespace: str | None = None) -> int:
+        """Write edits (tombstones included) as JSON lines; see :mod:`memedit.store.transfer`."""
+        from .transfer import export_jsonl
+
+        return export_jsonl(self, out, namespace)
+
+    def import_jsonl(self, source: Any, *, actor: str | None = None, skip_existing: bool = False,
+                     progress: bool = False) -> dict[str, Any]:
+        """Read edits written by :meth:`export_jsonl`, all or nothing; see :mod:`memedit.store.transfer`."""
+        from .transfer import import_jsonl
+
+        return import_jsonl(self, source, actor=actor, skip_existing=skip_existing, progress=progress)
+
+
+def _edit_from_row(row: dict[str, Any]) -> Edit:
+    return Edit(
+        kind=row["kind"], statement=row["statement"], subject=row["subject"], prompt=row["prompt"],
+        target_new=row["target_new"], target_true=row["target_true"],
+        paraphrases=tuple(json.loads(row["paraphrases"])) if row["paraphrases"] else (),
+        namespace=row["namespace"], author=row["author"], source=row["source"], id=row["id"], uid=row["uid"],
+        status=row["status"], supersedes=row["supersedes"], superseded_by=row["superseded_by"],
+        usage_count=row["usage_count"], last_used_at=row["last_used_at"], committed=bool(row["committed"]),
+        created_at=row["created_at"], updated_at=row["updated_at"],
+        meta=json.loads(row["meta"]) if row["meta"] else {},
+    )
+
+
+def _statuses(status: str | Sequence[str] | None) -> tuple[str, ...]:
+    if status is None:
+        return ()
+    values = (status,) if isinstance(status, str) else tuple(status)
+    bad = [s for s in values if s not in STATUSES]
+    if bad:
+        raise ValidationError(f"unknown status {bad[0]!r}; use one of {STATUSES}")
+    return values
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="edit")
