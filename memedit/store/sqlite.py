@@ -333,7 +333,9 @@ class EditStore:
         edit_id = int(cur.lastrowid)
         self._conn.executemany("INSERT INTO vectors(edit_id, k, vec) VALUES (?, ?, ?)",
                                [(edit_id, k, v.astype(np.float32).tobytes()) for k, v in enumerate(vecs)])
-        self._append_event(event_kind, namespace=ns, edit_id=edit_id, actor=actor or edit.author,
+        # The actor is who performed the write; the edit's author is content and must stay out of the
+        # append-only log, or forgetting could not erase it.
+        self._append_event(event_kind, namespace=ns, edit_id=edit_id, actor=actor,
                            payload={"uid": row["uid"], "content_hash": digest, "status": edit.status})
         if event_kind == "add" and edit.status == "active":
             self._supersede_same_key(edit_id, gen, actor)
