@@ -22,6 +22,7 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import DEFAULT_NAMESPACE, default_store_path
@@ -54,7 +55,8 @@ def _errors(as_json: bool) -> Iterator[None]:
         if as_json:
             print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
         else:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            # escape: messages quote user input ('[/]' would be read as markup); soft_wrap: one line
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(code) from None
 
 
@@ -81,8 +83,8 @@ def _edit_table(edits: list[Any], scores: list[float] | None = None) -> Table:
     if scores is not None:
         table.add_column("score", justify="right")
     for i, e in enumerate(edits):
-        text = e.sentence() if e.status != "forgotten" else "[dim](forgotten)[/dim]"
-        row = [str(e.id), e.namespace, e.status, text, e.author or "", str(e.usage_count), (e.created_at or "")[:19]]
+        text = escape(e.sentence()) if e.status != "forgotten" else "[dim](forgotten)[/dim]"
+        row = [str(e.id), e.namespace, e.status, text, escape(e.author or ""), str(e.usage_count), (e.created_at or "")[:19]]
         if scores is not None:
             row.append(f"{scores[i]:.3f}")
         table.add_row(*row)
@@ -157,9 +159,9 @@ def show(edit_id: Annotated[int, typer.Argument(help="The edit's id.")], store: 
         return
     for key, value in edit.to_dict().items():
         if value not in (None, [], {}, ""):
-            console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+            console.print(f"[bold]{key}[/bold]: {escape(str(value))}", highlight=False)
     for u in usage:
-        console.print(f"  used {u['ts'][:19]} via {u['route']} (score {u['score']}): {u['question']}", highlight=False)
+        console.print(escape(f"  used {u['ts'][:19]} via {u['route']} (score {u['score']}): {u['question']}"), highlight=False)
 
 
 @app.command()
@@ -238,7 +240,7 @@ def history(edit_id: Annotated[int, typer.Argument(help="The edit's id.")], stor
     for col in ("seq", "time", "event", "actor", "details", "hash"):
         table.add_column(col, overflow="fold")
     for e in events:
-        table.add_row(str(e.seq), e.ts[:19], e.kind, e.actor or "", json.dumps(e.payload), e.hash[:12])
+        table.add_row(str(e.seq), e.ts[:19], e.kind, escape(e.actor or ""), escape(json.dumps(e.payload)), e.hash[:12])
     console.print(table)
 
 
@@ -254,7 +256,7 @@ def verify(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     else:
         console.print(f"{report.events} events, {report.edits} edits, head {report.head_hash[:16]}")
         for p in report.problems:
-            console.print(f"[red]problem:[/red] {p}", highlight=False)
+            console.print(f"[red]problem:[/red] {escape(p)}", highlight=False)
         if not index["consistent"]:
             console.print("[red]problem:[/red] the index does not match the database")
         console.print("[green]ok[/green]" if ok else "[red]FAILED[/red]")

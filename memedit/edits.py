@@ -50,8 +50,10 @@ NAMESPACE_HELP = (
     "lower-case letters, digits, '.', '_' and '-', starting and ending with a letter or digit, "
     "at most 64 characters a part, up to 4 parts joined by '/' (e.g. 'default', 'acme/user-42')"
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates (U+D800-DFFF) cannot be encoded as UTF-8 for SQLite or the tokenizer; they reach
+# Python from undecodable argv bytes (surrogateescape) or JSON such as "\\ud800".
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _BRACES = re.compile(r"\{[^}]*\}")
 
 
@@ -64,7 +66,7 @@ def validate_namespace(namespace: Any) -> str:
     """Return ``namespace`` if it is well formed, else raise ValidationError."""
     if not isinstance(namespace, str):
         raise ValidationError(f"namespace must be a string, got {type(namespace).__name__}")
-    if not NAMESPACE_RE.match(namespace):
+    if not NAMESPACE_RE.fullmatch(namespace):  # fullmatch: '$' alone would accept a trailing newline
         raise ValidationError(f"invalid namespace {namespace!r}: use {NAMESPACE_HELP}")
     return namespace
 

@@ -74,6 +74,28 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
     ),
+    (
+        2,
+        "weight commits ledger",
+        """
+        CREATE TABLE commits (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts TEXT NOT NULL,
+            method TEXT NOT NULL,
+            model TEXT NOT NULL,
+            base_hash TEXT NOT NULL,      -- sha256 of the unedited weights the deltas apply to
+            edit_ids TEXT NOT NULL,       -- JSON list
+            params TEXT NOT NULL,         -- JSON list of parameter names touched
+            file TEXT,                    -- delta file (safetensors) beside the store; NULL once erased
+            file_sha256 TEXT,
+            status TEXT NOT NULL CHECK (status IN ('applied', 'reverted', 'dropped')),
+            gates TEXT NOT NULL DEFAULT '{}',
+            stats TEXT NOT NULL DEFAULT '{}',
+            memedit_version TEXT NOT NULL
+        );
+        CREATE INDEX commits_status ON commits(status);
+        """,
+    ),
 ]
 
 

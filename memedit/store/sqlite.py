@@ -33,7 +33,7 @@ import numpy as np
 import sqlite_utils
 
 from ..config import DEFAULT_NAMESPACE
-from ..edits import LIVE_STATUSES, STATUSES, Edit, subject_key, utcnow, validate_namespace
+from ..edits import LIVE_STATUSES, STATUSES, Edit, clean_text, subject_key, utcnow, validate_namespace
 from ..errors import ConflictError, NotFoundError, StoreError, ValidationError
 from .chain import GENESIS, Event, canonical_json, check_chain, content_hash, event_hash
 from .index import VectorIndex
@@ -42,6 +42,7 @@ from .schema import apply_migrations
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+MAX_QUERY = 4000
 WRITE_RETRIES = 8
 _CONTENT_COLUMNS = ("subject", "subject_key", "prompt", "relation_key", "target_new", "target_true",
                     "paraphrases", "statement", "author", "source", "meta", "salt")
@@ -357,11 +358,12 @@ class EditStore:
         )]
 
     def _supersede_same_key(self, new_id: int, gen: int, actor: str | None) -> None:
-        olds = self._live_same_key(new_id)
+        active = self._live_same_key(new_id, statuses=("active",))
+        olds = self._live_same_key(new_id)  # pending ones are obsolete too
         for old_id in olds:
             self._mark_superseded(old_id, new_id, gen, actor)
-        if olds:
-            self._conn.execute("UPDATE edits SET supersedes = ? WHERE id = ?", (olds[0], new_id))
+        if olds:  # the link names the answer being replaced: the active predecessor if there was one
+            self._conn.execute("UPDATE edits SET supersedes = ? WHERE id = ?", ((active or olds)[0], new_id))
 
     def _mark_superseded(self, old_id: int, new_id: int, gen: int, actor: str | None) -> None:
         self._conn.execute("UPDATE edits SET status = 'superseded', superseded_by = ?, updated_at = ?, gen = ? WHERE id = ?",
@@ -439,11 +441,48 @@ class EditStore:
             tomb = self._row("SELECT content_hash FROM edits WHERE id = ?", [edit_id])["content_hash"]
             self._append_event("forget", namespace=edit.namespace, edit_id=edit_id, actor=actor,
                                payload={"tombstone": tomb, **({"reason_given": True} if reason else {})})
+            dropped, delta_files = self._drop_commits_with(edit_id, actor)
         with self._lock:
             self._ensure_index()  # the vector must leave the index file too, even if it was never loaded here
             self._save_index(force=True)
+        for f in delta_files:  # the deltas encode the edit: erase them once the drop has committed
+            f.unlink(missing_ok=True)
         checkpoint = self.checkpoint()
-        return {"id": edit_id, "forgotten": True, "checkpoint_complete": checkpoint, "index_saved": True}
+        return {"id": edit_id, "forgotten": True, "checkpoint_complete": checkpoint, "index_saved": True,
+                "commits_dropped": dropped}
+
+    @property
+    def ledger_dir(self) -> Path:
+        """Where weight-commit delta files live: ``x.db`` -> ``x.ledger/``."""
+        return self.path.with_suffix(".ledger")
+
+    def _drop_commits_with(self, edit_id: int, actor: str | None) -> tuple[list[int], list[Path]]:
+        """Inside a write transaction: drop every weight commit holding this edit.
+
+        The other edits of a dropped batch go back to uncommitted (a later
+        commit recomputes them); any model replaying the ledger afterwards is
+        bit-identical to one that never had the dropped commits.
+        """
+        dropped, files = [], []
+        for row in self.db.query("SELECT id, edit_ids, file FROM commits WHERE status != 'dropped'"):
+            ids = json.loads(row["edit_ids"])
+            if edit_id not in ids:
+                continue
+            self._conn.execute("UPDATE commits SET status = 'dropped', file = NULL, file_sha256 = NULL WHERE id = ?",
+                               (row["id"],))
+            dropped.append(row["id"])
+            if row["file"]:
+                files.append(self.ledger_dir / row["file"])
+            for other in ids:
+                if other == edit_id:
+                    continue
+                other_edit = self._get(other)
+                self._conn.execute("UPDATE edits SET committed = 0 WHERE id = ?", (other,))
+                self._append_event("revert", namespace=other_edit.namespace, edit_id=other, actor=actor,
+                                   payload={"commit": row["id"], "why": "dropped with a forgotten edit"})
+        if dropped:
+            self._set_meta("ledger_gen", str(int(self._meta("ledger_gen") or 0) + 1))
+        return dropped, files
 
     def checkpoint(self) -> bool:
         """Copy the WAL into the database and truncate it; True when it fully completed."""
@@ -472,6 +511,17 @@ class EditStore:
                                    (edit_id, now, question, score, route))
                 self._append_event("use", namespace=edit.namespace, edit_id=edit_id,
                                    payload={"route": route} if route else {})
+
+    def mark_committed(self, edit_ids: Sequence[int], commit_id: int, *, committed: bool = True,
+                       actor: str | None = None, kind: str | None = None) -> None:
+        """Record that these edits now live in (or left) the weights; used by the commit ledger."""
+        with self._write():
+            for edit_id in edit_ids:
+                edit = self._get(edit_id)
+                self._conn.execute("UPDATE edits SET committed = ?, updated_at = ? WHERE id = ?",
+                                   (int(committed), utcnow(), edit_id))
+                self._append_event(kind or ("commit" if committed else "revert"), namespace=edit.namespace,
+                                   edit_id=edit_id, actor=actor, payload={"commit": commit_id})
 
     # ---- reading ------------------------------------------------------------
     def _get(self, edit_id: int) -> Edit:
@@ -540,9 +590,8 @@ class EditStore:
     def search(self, query: str, namespace: str = DEFAULT_NAMESPACE, *, k: int = 5,
                statuses: Sequence[str] = ("active",), min_score: float | None = None) -> list[SearchHit]:
         """Edits in ``namespace`` nearest to ``query`` by cosine similarity, best first."""
-        if not isinstance(query, str) or not query.strip():
-            raise ValidationError("the search query must be a non-empty string")
-        qvec = self.embedder.encode([query.strip()])[0]
+        query = clean_text(query, "query", MAX_QUERY, multiline=True)  # type: ignore[assignment]
+        qvec = self.embedder.encode([query])[0]
         return self.search_vector(qvec, namespace, k=k, statuses=statuses, min_score=min_score)
 
     def search_vector(self, qvec: np.ndarray, namespace: str = DEFAULT_NAMESPACE, *, k: int = 5,
@@ -721,12 +770,29 @@ class EditStore:
         if (head or GENESIS) != last or int(count or 0) != len(rows):
             problems.append("the newest events were removed (chain head or count differs from the recorded head)")
         first_hash: dict[int, str] = {}
+        derived: dict[int, dict[str, Any]] = {}  # what the log says each edit's state must be
         for r in rows:
-            if r["kind"] in ("add", "import") and r["edit_id"] is not None and r["edit_id"] not in first_hash:
-                first_hash[r["edit_id"]] = json.loads(r["payload"]).get("content_hash")
+            edit_id = r["edit_id"]
+            if edit_id is None:
+                continue
+            payload = json.loads(r["payload"])
+            if r["kind"] in ("add", "import") and edit_id not in first_hash:
+                first_hash[edit_id] = payload.get("content_hash")
+                derived[edit_id] = {"status": payload.get("status"), "namespace": r["namespace"], "committed": False}
+            elif edit_id in derived:
+                state = derived[edit_id]
+                state["status"] = _STATUS_AFTER.get(r["kind"], state["status"])
+                if r["kind"] in ("commit", "revert"):
+                    state["committed"] = r["kind"] == "commit"
         for row in edits:
             if first_hash.get(row["id"]) != row["content_hash"]:
                 problems.append(f"edit {row['id']}: content hash differs from the one in its add event")
+            state = derived.get(row["id"])
+            if state and (state["status"], state["namespace"]) != (row["status"], row["namespace"]):
+                problems.append(f"edit {row['id']}: status/namespace ({row['status']}, {row['namespace']}) differ from "
+                                f"its history ({state['status']}, {state['namespace']})")
+            if state and row["status"] != "forgotten" and state["committed"] != bool(row["committed"]):
+                problems.append(f"edit {row['id']}: committed flag differs from its commit/revert events")
             if row["status"] == "forgotten":
                 if any(row[c] is not None for c in _CONTENT_COLUMNS):
                     problems.append(f"edit {row['id']}: forgotten but content remains")
@@ -749,6 +815,9 @@ class EditStore:
         from .transfer import import_jsonl
 
         return import_jsonl(self, source, actor=actor, skip_existing=skip_existing, progress=progress)
+
+
+_STATUS_AFTER = {"approve": "active", "reject": "rejected", "supersede": "superseded", "forget": "forgotten"}
 
 
 def _edit_from_row(row: dict[str, Any]) -> Edit:
