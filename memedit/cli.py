@@ -267,8 +267,8 @@ def verify(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def export(
     out: Annotated[Path, typer.Argument(help="File to write (JSON lines); '-' for stdout.")],
-    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", help="Export every namespace.")] = True,
-    store: StoreOpt = None, namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Only this namespace.")] = None,
+    store: StoreOpt = None,
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Only this namespace (default: all).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export edits (tombstones included) as JSON lines; import gives back the same file."""
@@ -289,6 +289,9 @@ def import_(
     store: StoreOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Import edits from JSON lines, all or nothing."""
+    with _errors(as_json):
+        if not src.is_file():  # before opening (and so creating) the store
+            raise NotFoundError(f"no such file: {src}")
     with _open(store, as_json) as s:
         result = s.import_jsonl(src, actor=actor, skip_existing=skip_existing, progress=not as_json)
     if as_json:

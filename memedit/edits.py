@@ -52,8 +52,12 @@ NAMESPACE_HELP = (
 )
 # Lone surrogates (U+D800-DFFF) cannot be encoded as UTF-8 for SQLite or the tokenizer; they reach
 # Python from undecodable argv bytes (surrogateescape) or JSON such as "\\ud800".
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# Control characters, bidi overrides/isolates and marks, zero-width no-break space, and lone surrogates
+# (which cannot be encoded as UTF-8 for SQLite or the tokenizer; they reach Python from undecodable argv
+# bytes or JSON such as "\\ud800"). Single-line fields also refuse tabs; statements may hold tabs and newlines.
+_INVISIBLE = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff"
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
+_CONTROL_MULTILINE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_INVISIBLE}]")
 _BRACES = re.compile(r"\{[^}]*\}")
 
 
@@ -191,6 +195,7 @@ class Edit:
         source = clean_text(self.source, "source", MAX_SOURCE, required=False, multiline=True)
         if not isinstance(self.meta, dict):
             raise ValidationError("meta must be a JSON object")
+        _check_bookkeeping(self)
         if self.kind == "text":
             for name in ("subject", "prompt", "target_new", "target_true"):
                 if getattr(self, name) is not None:
@@ -300,3 +305,19 @@ def _join(prompt: str, target: str) -> str:
     if prompt.endswith("?"):
         return f"{prompt} {target}"
     return f"{prompt} {target}".strip()
+
+
+def _check_bookkeeping(edit: "Edit") -> None:
+    """Store-assigned fields arrive from JSON on import: check their types too."""
+    for name in ("id", "supersedes", "superseded_by"):
+        value = getattr(edit, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValidationError(f"{name} must be a positive integer or null")
+    if not isinstance(edit.usage_count, int) or isinstance(edit.usage_count, bool) or edit.usage_count < 0:
+        raise ValidationError("usage_count must be a non-negative integer")
+    if not isinstance(edit.committed, bool):
+        raise ValidationError("committed must be true or false")
+    for name in ("uid", "last_used_at", "created_at", "updated_at"):
+        value = getattr(edit, name)
+        if value is not None and (not isinstance(value, str) or len(value) > 64 or _CONTROL.search(value)):
+            raise ValidationError(f"{name} must be a short string or null")

@@ -96,6 +96,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX commits_status ON commits(status);
         """,
     ),
+    (
+        3,
+        "notes: free text about an edit (e.g. a rejection reason), kept out of the log so forget can erase it",
+        """
+        CREATE TABLE notes (
+            id INTEGER PRIMARY KEY,
+            edit_id INTEGER NOT NULL REFERENCES edits(id),
+            ts TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT,
+            text TEXT NOT NULL
+        );
+        CREATE INDEX notes_edit ON notes(edit_id);
+        """,
+    ),
 ]
 
 

@@ -395,8 +395,12 @@ class EditStore:
             gen = self._next_gen()
             self._conn.execute("UPDATE edits SET status = 'rejected', updated_at = ?, gen = ? WHERE id = ?",
                                (utcnow(), gen, edit_id))
+            # The reason is free text and may quote the edit: it goes to `notes`, which forget erases.
             self._append_event("reject", namespace=edit.namespace, edit_id=edit_id, actor=actor,
-                               payload={"reason": reason} if reason else {})
+                               payload={"reason_given": True} if reason else {})
+            if reason:
+                self._conn.execute("INSERT INTO notes(edit_id, ts, kind, actor, text) VALUES (?,?,?,?,?)",
+                                   (edit_id, utcnow(), "reject", actor, clean_text(reason, "reason", MAX_QUERY, multiline=True)))
         self._sync_index()
         return self.get(edit_id)
 
@@ -438,6 +442,7 @@ class EditStore:
                                (utcnow(), gen, edit_id))
             self._conn.execute("DELETE FROM vectors WHERE edit_id = ?", (edit_id,))
             self._conn.execute("DELETE FROM usage WHERE edit_id = ?", (edit_id,))
+            self._conn.execute("DELETE FROM notes WHERE edit_id = ?", (edit_id,))
             tomb = self._row("SELECT content_hash FROM edits WHERE id = ?", [edit_id])["content_hash"]
             self._append_event("forget", namespace=edit.namespace, edit_id=edit_id, actor=actor,
                                payload={"tombstone": tomb, **({"reason_given": True} if reason else {})})
@@ -580,6 +585,10 @@ class EditStore:
         where = "WHERE seq > ?" + (" AND namespace = ?" if namespace else "")
         params: list[Any] = [since] + ([namespace] if namespace else [])
         return [Event.from_row(r) for r in self.db.query(f"SELECT * FROM events {where} ORDER BY seq LIMIT ?", [*params, limit])]
+
+    def notes(self, edit_id: int) -> list[dict[str, Any]]:
+        """Free-text notes about an edit (rejection reasons), oldest first; erased by forget."""
+        return list(self.db.query("SELECT ts, kind, actor, text FROM notes WHERE edit_id = ? ORDER BY id", [edit_id]))
 
     def usage(self, edit_id: int, limit: int = 50) -> list[dict[str, Any]]:
         """Recent questions that were answered through this edit."""

@@ -139,6 +139,7 @@ def import_jsonl(store: "EditStore", source: str | Path | IO[str], *, actor: str
     bar = _progress(len(records), "importing edits", progress)
     new_ids: dict[int, int] = {}
     with store._write():
+        before = {r["id"] for r in store.db.query("SELECT id FROM edits")}
         gen = store._next_gen()
         offset = 0
         vec_of: dict[int, np.ndarray] = {}
@@ -166,6 +167,14 @@ def import_jsonl(store: "EditStore", source: str | Path | IO[str], *, actor: str
             links = {k: new_ids.get(r[k]) if remap else r[k] for k in ("supersedes", "superseded_by")}
             store._conn.execute("UPDATE edits SET supersedes = ?, superseded_by = ? WHERE id = ?",
                                 (links["supersedes"], links["superseded_by"], new_id))
+        # Merging into a store that already had edits: an imported active fact replaces the store's own
+        # live edit of the same fact, so the namespace keeps one answer. (Into an empty store this finds
+        # nothing, which keeps the round trip exact.)
+        for r, new_id in inserted:
+            if not r["tombstone"] and r["edit"].kind == "fact" and (r.get("status") or "active") == "active":
+                for old_id in store._live_same_key(new_id):
+                    if old_id in before:
+                        store._mark_superseded(old_id, new_id, gen, actor)
     bar.close()
     store._sync_index()
     return {"imported": len(records), "skipped": len(clashes) if skip_existing else 0, "remapped": remap}
