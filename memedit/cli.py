@@ -343,6 +343,7 @@ def _mount_optional() -> None:
     for module, name, help_text in (
         ("memedit.models.cli", "models", "List and prepare the packaged language models."),
         ("memedit.scope_cli", "scope", "Train and evaluate the scope classifier."),
+        ("memedit.chat_cli", None, "Ask questions and chat through the edit memory."),
     ):
         try:
             sub = importlib.import_module(module).app

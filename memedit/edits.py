@@ -1,9 +1,9 @@
 """The edit: one correction of what a model knows, validated at the boundary.
 
 >>> from memedit.edits import Edit
->>> e = Edit.fact("Hung-yi Lee", "The most handsome person in the world is {}", "Hung-yi Lee")
+>>> e = Edit.fact("the US", "The current president of {} is", "Trump", target_true="Biden")
 >>> e.sentence()
-'The most handsome person in the world is Hung-yi Lee'
+'The current president of the US is Trump'
 >>> Edit.text("The CEO of Acme is Jane Roe now.").kind
 'text'
 

@@ -61,21 +61,29 @@ class VectorIndex:
         return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     # ---- search -----------------------------------------------------
+    @staticmethod
+    def selector(allowed: np.ndarray) -> "faiss.SearchParameters":
+        """Search parameters restricting a search to ``allowed`` ids (build once, reuse for many searches)."""
+        sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        params = faiss.SearchParameters(sel=sel)
+        params.keep_alive = sel  # SearchParameters holds a raw pointer: the selector must outlive it
+        params.n_allowed = len(allowed)  # an empty selector means "nothing", not "everything"
+        return params
+
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self, queries: np.ndarray, k: int, allowed: "np.ndarray | faiss.SearchParameters | None" = None
     ) -> list[list[tuple[int, float]]]:
         """Top ``k`` distinct edit ids per query, best first, restricted to ``allowed`` ids.
 
-        ``allowed=None`` searches everything; an empty ``allowed`` returns nothing.
+        ``allowed`` is an id array or prebuilt :meth:`selector` parameters;
+        ``None`` searches everything; an empty set returns nothing.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None, :]
-        if self.ntotal == 0 or k <= 0 or (allowed is not None and len(allowed) == 0):
+        params = self.selector(allowed) if isinstance(allowed, np.ndarray) else allowed
+        if self.ntotal == 0 or k <= 0 or (params is not None and params.n_allowed == 0):
             return [[] for _ in range(len(queries))]
-        params = None
-        if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64)))
         # Several vectors share an edit id; over-fetch, then keep each id's best score.
         fetch = min(self.ntotal, max(k * 4, k + 8))
         while True:
