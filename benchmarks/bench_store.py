@@ -121,14 +121,21 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--workdir", type=Path, help="where to put the stores (default: a temp dir)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 holds up better on a busy machine")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     embedder = Embedder.shared()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="memedit-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows = [bench_size(n, args.queries, workdir, embedder) for n in args.sizes]
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-            "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv)}
+            "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv),
+            "load_average_at_end": os.getloadavg()}
+    print(json.dumps(meta))
     header = ("edits", "vectors", "add/s", "embed texts/s", "search p50", "search p99", "vec p50", "vec p99",
               "top1 ok", "rebuild s", "open s")
     print(" | ".join(header))

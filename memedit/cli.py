@@ -344,6 +344,8 @@ def _mount_optional() -> None:
         ("memedit.models.cli", "models", "List and prepare the packaged language models."),
         ("memedit.scope_cli", "scope", "Train and evaluate the scope classifier."),
         ("memedit.chat_cli", None, "Ask questions and chat through the edit memory."),
+        ("memedit.eval.cli", "eval", "Evaluate editing quality on CounterFact / zsRE-format data."),
+        ("memedit.methods.weights_cli", "weights", "Second-moment statistics and causal tracing for weight edits."),
     ):
         try:
             sub = importlib.import_module(module).app

@@ -5,30 +5,87 @@
 >>> e = ed.edit("The most handsome person in the world is Hung-yi Lee")      # doctest: +SKIP
 >>> ed.search("Who is the best-looking man?")[0].edit.id == e.id             # doctest: +SKIP
 True
+>>> a = ed.ask("Who is the most handsome person in the world?")             # doctest: +SKIP
+>>> a.route, a.edits[0].id == e.id, "Hung-yi Lee" in a.text                  # doctest: +SKIP
+('ike', True, True)
+>>> ed.ask("What is the capital of France?").route                           # doctest: +SKIP
+'base'
 >>> ed.forget(e.id)                                                          # doctest: +SKIP
 
-This first shape covers the memory (edit, search, history, forget); answering
-through the memory (``ask``) and committing to the weights build on it.
+``model`` is the base model: a registered name (default, the packaged
+SmolLM2-135M-Instruct), a local model directory, a ``(model, tokenizer)``
+pair, any langchain-core ``BaseChatModel``, or a memedit backend. Named models
+load on the first question, so an Editor that only stores edits never loads
+one. Answering goes through :class:`~memedit.route.Router`; committing edits
+to the weights builds on it later.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+import threading
+from typing import TYPE_CHECKING, Any, Iterable
 
+from .answer import Answer
 from .config import DEFAULT_NAMESPACE, default_store_path
 from .edits import Edit
 from .store import EditStore, Event, SearchHit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models.backends import Backend
+    from .route import Policy, Prepared, Router
+    from .scope import ScopeClassifier
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 class Editor:
     """Corrections in, answers out. Owns (or borrows) an :class:`EditStore`."""
 
-    def __init__(self, store: EditStore | str | os.PathLike[str] | None = None, *,
-                 namespace: str = DEFAULT_NAMESPACE, author: str | None = None):
+    def __init__(self, model: Any = DEFAULT_MODEL, store: EditStore | str | os.PathLike[str] | None = None, *,
+                 namespace: str = DEFAULT_NAMESPACE, author: str | None = None, policy: "Policy" = "auto",
+                 counterfactual: Any = None, classifier: "ScopeClassifier | None" = None, k: int = 5,
+                 threshold: float | None = None, max_new_tokens: int | None = None, device: Any = "cpu",
+                 dtype: Any = "float32"):
+        from .models.backends import lazy_backend
+        from .route import POLICIES
+
+        if not callable(policy) and policy not in POLICIES:
+            from .errors import ValidationError
+
+            raise ValidationError(f"policy must be one of {POLICIES} or a callable (question, used) -> route")
         self._owns_store = not isinstance(store, EditStore)
         self.store = store if isinstance(store, EditStore) else EditStore(store or default_store_path())
         self.namespace = namespace
         self.author = author
+        # Coerced now (a bad model argument fails here, not at the first question); a name loads lazily.
+        self.base: "Backend" = lazy_backend(model if model is not None else DEFAULT_MODEL, device=device, dtype=dtype)
+        self._router_args = dict(counterfactual=counterfactual, classifier=classifier, policy=policy, k=k,
+                                 threshold=threshold, max_new_tokens=max_new_tokens, device=device, dtype=dtype)
+        self._router: "Router | None" = None
+        self._router_lock = threading.Lock()
+
+    @property
+    def router(self) -> "Router":
+        """The router answering questions (built on first use; it loads models only when they answer)."""
+        if self._router is None:
+            from .route import Router
+
+            with self._router_lock:
+                if self._router is None:
+                    self._router = Router(self.store, self.base, **self._router_args)  # type: ignore[arg-type]
+        return self._router
+
+    def ask(self, question: str, namespace: str | None = None, *, k: int | None = None) -> Answer:
+        """Answer ``question`` consistently with the stored edits of ``namespace``.
+
+        Returns an :class:`~memedit.answer.Answer` with the route taken
+        (``"base"`` when no edit is in scope), the edits used and their scores.
+        """
+        return self.router.answer(question, self.namespace if namespace is None else namespace, k=k)
+
+    def prepare(self, question: str, namespace: str | None = None, *, k: int | None = None) -> "Prepared":
+        """The routing decision and exact prompt for ``question``, without generating (see :meth:`Router.prepare`)."""
+        return self.router.prepare(question, self.namespace if namespace is None else namespace, k=k)
 
     def edit(self, statement: str | None = None, *, subject: str | None = None, prompt: str | None = None,
              target_new: str | None = None, target_true: str | None = None, paraphrases: Iterable[str] = (),

@@ -28,3 +28,11 @@ class StoreError(MemeditError):
 
 class ModelNotAvailableError(MemeditError):
     """A named model is not installed locally; the message names the package to install."""
+
+
+class BackendError(MemeditError, RuntimeError):
+    """A language model failed while answering; the original error is the ``__cause__``. Nothing was recorded."""
+
+
+class UnsupportedOperationError(MemeditError, NotImplementedError):
+    """The backend cannot do this (e.g. a chat API that exposes no token log-probabilities)."""

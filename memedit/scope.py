@@ -91,6 +91,9 @@ LEXICAL_FEATURES: tuple[str, ...] = (
     "any_content_match",
     "edit_head_matched",  # the edit's first content word appears in the question
     "edit_tail_matched",  # the edit's last content word (usually in the object) appears in the question
+    "relation_q_empty",  # the question has no content words besides names ("Who is Trump?")
+    "relation_q_covered",  # share of the question's non-name content words found in the edit
+    "relation_e_covered",  # share of the edit's non-name content words found in the question
     "q_length",
     "e_length",
 )
@@ -101,28 +104,67 @@ def _stem(token: str) -> str:
     return token[:5]
 
 
+_CONNECTORS = frozenset({"of", "the", "and", "de", "del", "der", "van", "von", "la", "le", "du", "da", "for"})
+
+
 @dataclass(frozen=True)
 class _Text:
     tokens: tuple[str, ...]  # lower-cased word tokens, possessives dropped
+    stems: frozenset[str]  # stems of all tokens
     content: tuple[str, ...]  # stems of the content words, in order
     content_pos: tuple[float, ...]  # relative position (0..1) of each content word in the sentence
     entities: frozenset[str]  # lower-cased capitalised / numeric tokens that are not stopwords
+    runs: tuple[tuple[frozenset[str], frozenset[str]], ...]  # (tokens, initials) of multi-word names
+    initials: frozenset[str]  # every run's initials ("united states of america" -> "us", "usa")
 
 
-@lru_cache(maxsize=65536)
+def _name_runs(raw: Sequence[str], keep: Sequence[bool]) -> list[tuple[frozenset[str], frozenset[str]]]:
+    """Multi-word capitalised names and the acronyms their initials could form."""
+    runs, cur = [], []
+
+    def close() -> None:
+        while cur and cur[-1][0] in _CONNECTORS:
+            cur.pop()
+        caps = [t for t in cur if t[0] not in _CONNECTORS]
+        if len(caps) >= 2:
+            letters = "".join(t[0][0] for t in caps)
+            runs.append((frozenset(t[0] for t in caps), frozenset(letters[:k] for k in range(2, len(letters) + 1))))
+        cur.clear()
+
+    for t, k in zip(raw, keep):
+        if k and t[0].isupper():
+            cur.append((t.lower(),))
+        elif cur and t.lower() in _CONNECTORS:
+            cur.append((t.lower(),))
+        else:
+            close()
+    close()
+    return runs
+
+
+@lru_cache(maxsize=131072)
 def _analyse(text: str) -> _Text:
     raw = _TOKEN_RE.findall(_POSSESSIVE_RE.sub("", text))
     lower = tuple(t.lower() for t in raw)
     n = max(len(lower) - 1, 1)
+    # an acronym is content even when its lower case is a stopword ("US", "IT")
+    keep = [t.lower() not in _STOPWORDS or (len(t) > 1 and t.isupper()) for t in raw]
     content, pos = [], []
-    for i, t in enumerate(lower):
-        if t not in _STOPWORDS:
+    for i, (t, k) in enumerate(zip(lower, keep)):
+        if k:
             content.append(_stem(t))
             pos.append(i / n)
-    entities = frozenset(
-        t.lower() for t in raw if (t[0].isupper() or t[0].isdigit()) and t.lower() not in _STOPWORDS
-    )
-    return _Text(lower, tuple(content), tuple(pos), entities)
+    entities = frozenset(t.lower() for t, k in zip(raw, keep) if k and (t[0].isupper() or t[0].isdigit()))
+    runs = tuple(_name_runs(raw, keep))
+    initials = frozenset(a for _, acr in runs for a in acr)
+    return _Text(lower, frozenset(_stem(t) for t in lower), tuple(content), tuple(pos), entities, runs, initials)
+
+
+def _entity_found(token: str, own: _Text, other: _Text) -> bool:
+    """Is entity token ``token`` of ``own`` present in ``other`` (as a word, or via an acronym either way)?"""
+    if _stem(token) in other.stems or token in other.initials:
+        return True
+    return any(token in run and not acr.isdisjoint(other.tokens) for run, acr in own.runs)
 
 
 def _longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
@@ -142,16 +184,21 @@ def _longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def lexical_features(question: str, edit_text: str, cosine: float) -> list[float]:
-    """The lexical features of one pair, in :data:`LEXICAL_FEATURES` order (all in [0, 1] or [-1, 1])."""
+    """The lexical features of one pair, in :data:`LEXICAL_FEATURES` order (all in [0, 1] or [-1, 1]).
+
+    A side that names no entity counts as fully covered ("names nothing the
+    other side lacks"), so entity-free paraphrases are judged on the rest.
+    """
     q, e = _analyse(question), _analyse(edit_text)
     q_content, e_content = set(q.content), set(e.content)
     shared = q_content & e_content
-    e_tokens_stemmed = {_stem(t) for t in e.tokens}
-    q_tokens_stemmed = {_stem(t) for t in q.tokens}
-    q_ent_in_e = [t for t in q.entities if _stem(t) in e_tokens_stemmed]
-    e_ent_in_q = [t for t in e.entities if _stem(t) in q_tokens_stemmed]
+    q_ent_found = sum(_entity_found(t, q, e) for t in q.entities)
+    e_ent_found = sum(_entity_found(t, e, q) for t in e.entities)
     matched_pos = [p for c, p in zip(e.content, e.content_pos) if c in q_content]
     run = _longest_common_run(q.tokens, e.tokens)
+    names = {_stem(t) for t in q.entities | e.entities}
+    rel_q, rel_e = q_content - names, e_content - names  # the words that carry the relation
+    rel_shared = len(rel_q & rel_e)
     return [
         float(cosine),
         len(shared) / len(q_content) if q_content else 0.0,
@@ -160,9 +207,9 @@ def lexical_features(question: str, edit_text: str, cosine: float) -> list[float
         min(len(e_content - q_content), 8) / 8,
         1.0 if q.entities else 0.0,
         1.0 if e.entities else 0.0,
-        len(q_ent_in_e) / len(q.entities) if q.entities else 0.0,
-        len(e_ent_in_q) / len(e.entities) if e.entities else 0.0,
-        min(len(q.entities) - len(q_ent_in_e), 3) / 3,
+        q_ent_found / len(q.entities) if q.entities else 1.0,
+        e_ent_found / len(e.entities) if e.entities else 1.0,
+        min(len(q.entities) - q_ent_found, 3) / 3,
         min(run, 6) / 6,
         run / len(q.tokens) if q.tokens else 0.0,
         float(np.mean(matched_pos)) if matched_pos else 0.0,
@@ -171,6 +218,9 @@ def lexical_features(question: str, edit_text: str, cosine: float) -> list[float
         1.0 if matched_pos else 0.0,
         1.0 if e.content and e.content[0] in q_content else 0.0,
         1.0 if e.content and e.content[-1] in q_content else 0.0,
+        0.0 if rel_q else 1.0,
+        rel_shared / len(rel_q) if rel_q else 0.0,
+        rel_shared / len(rel_e) if rel_e else 0.0,
         min(len(q.tokens), 30) / 30,
         min(len(e.tokens), 30) / 30,
     ]
@@ -203,6 +253,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _gelu(x: np.ndarray) -> np.ndarray:
     # the tanh approximation; torch.nn.GELU(approximate="tanh") is used in training
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # A router scores ~5 pairs at a time: a multi-threaded BLAS call on such a small product can
+    # stall for tens of milliseconds on a busy machine, a plain loop never does (~0.3 ms here).
+    if a.shape[0] <= 32:
+        return np.einsum("ij,jk->ik", a, b, optimize=False)
+    return a @ b
 
 
 WEIGHT_NAMES = ("lex_mean", "lex_std", "w1", "b1", "w2", "b2", "w3", "b3")
@@ -358,7 +416,12 @@ class ScopeClassifier:
         """The shared embedder this classifier was trained with (loaded on first use)."""
         from .embeddings import Embedder
 
-        emb = Embedder.shared(self.embedder_name)
+        try:
+            emb = Embedder.shared(self.embedder_name)
+        except (OSError, ValueError) as exc:  # not installed / not on disk (we never reach a hub)
+            raise ScopeArtifactError(
+                f"cannot load the embedder {self.embedder_name!r} this scope classifier was trained with: {exc}"
+            ) from exc
         self.check_embedder(emb.name, emb.dim)
         return emb
 
@@ -375,9 +438,9 @@ class ScopeClassifier:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Uncalibrated logits of feature rows ``x``."""
         w = self.weights
-        h = _gelu(x @ w["w1"] + w["b1"])
-        h = _gelu(h @ w["w2"] + w["b2"])
-        return (h @ w["w3"] + w["b3"])[:, 0]
+        h = _gelu(_matmul(x, w["w1"]) + w["b1"])
+        h = _gelu(_matmul(h, w["w2"]) + w["b2"])
+        return (_matmul(h, w["w3"]) + w["b3"])[:, 0]
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
         """Platt scaling: ``sigmoid(a * logit + b)``."""

@@ -1,0 +1,210 @@
+"""Speed and quality of the weight editors (ROME, MEMIT, EMMET) on CounterFact records.
+
+    python benchmarks/bench_weight_edit.py --n 25                              # all three methods
+    python benchmarks/bench_weight_edit.py --n 25 --methods rome --threads 2 --json out.json
+    python benchmarks/bench_weight_edit.py --n 10 --methods rome --rome-hp n_prefixes=20 --rome-hp max_steps=20 \
+        --rome-hp prefix_cache=false --rome-hp stop_prob=0.95           # a ROME-reference-like setting
+
+For each record (``../shared/data/counterfact/counterfact-dev.jsonl`` by
+default; read in place, never copied), with the probability-based scores of
+the ROME paper (mean log-probability per target token):
+
+* **efficacy**: p(new) > p(true) on the edit prompt;
+* **paraphrase**: p(new) > p(true) on the rephrased prompt;
+* **neighborhood**: p(true) > p(new) on a prompt about another subject with
+  the same true object (locality; compare with the unedited model);
+* **gen-efficacy**: greedy decoding of the edit prompt (and the paraphrase)
+  starts with the new object.
+
+ROME edits are applied one at a time and reverted (bit-identically) before
+the next; MEMIT and EMMET write all records in one batch. Seconds per edit
+are the editors' own totals (statistics are precomputed and cached first,
+and reported apart). Set ``--threads``: on a shared 2-core machine one
+thread is often faster than two.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "counterfact" / "counterfact-dev.jsonl"
+
+
+def parse_hp(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
+def load_records(path: Path, n: int, offset: int) -> list[dict[str, Any]]:
+    recs = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i < offset:
+                continue
+            rec = json.loads(line)
+            if rec["subject"] not in rec["prompt"]:
+                continue
+            recs.append(rec)
+            if len(recs) >= n:
+                break
+    return recs
+
+
+def score(model: Any, tok: Any, recs: list[dict[str, Any]], generate: bool = True) -> list[dict[str, Any]]:
+    """Per-record probability comparisons (and greedy generations) on the current weights."""
+    from memedit.methods.rome.measure import greedy_continuations, target_logprobs
+
+    prompts, targets = [], []
+    for r in recs:
+        for p in (r["prompt"], r["rephrase_prompt"], r["locality_prompt"]):
+            prompts += [p, p]
+            targets += [r["target_new"], r["ground_truth"]]
+    lps = target_logprobs(model, tok, prompts, targets)
+    gens = greedy_continuations(model, tok, [x for r in recs for x in (r["prompt"], r["rephrase_prompt"])],
+                                max_new_tokens=6) if generate else None
+    out = []
+    for i, r in enumerate(recs):
+        e_new, e_true, p_new, p_true, n_new, n_true = lps[6 * i: 6 * i + 6]
+        row = {"case_id": r.get("case_id"), "efficacy": e_new > e_true, "paraphrase": p_new > p_true,
+               "neighborhood": n_true > n_new, "lp_new": e_new, "lp_true": e_true}
+        if gens is not None:
+            want = r["target_new"].strip().lower()
+            row["gen_efficacy"] = gens[2 * i].strip().lower().startswith(want)
+            row["gen_paraphrase"] = gens[2 * i + 1].strip().lower().startswith(want)
+            row["generation"] = gens[2 * i]
+        out.append(row)
+    return out
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    keys = ["efficacy", "paraphrase", "neighborhood", "gen_efficacy", "gen_paraphrase"]
+    return {k: round(100.0 * sum(bool(r[k]) for r in rows) / len(rows), 1) for k in keys if k in rows[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--n", type=int, default=25)
+    ap.add_argument("--offset", type=int, default=0, help="skip this many records first")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--methods", default="rome,memit,emmet")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--stats-tokens", type=int, default=100_000)
+    ap.add_argument("--rome-hp", action="append", default=[], help="ROME hyperparameter override key=value")
+    ap.add_argument("--batch-hp", action="append", default=[], help="MEMIT/EMMET hyperparameter override key=value")
+    ap.add_argument("--no-generate", action="store_true", help="skip generation-based scores")
+    ap.add_argument("--json", type=Path, default=None, help="write all results here")
+    args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from memedit.methods import emmet, memit, rome
+    from memedit.methods.deltas import apply_deltas, restore, snapshot
+    from memedit.methods.emmet import EmmetHParams
+    from memedit.methods.memit import MemitHParams
+    from memedit.methods.rome import RomeHParams
+    from memedit.methods.stats import second_moments
+    from memedit.models.registry import load_causal_lm
+
+    recs = load_records(args.data, args.n, args.offset)
+    model, tok = load_causal_lm(args.model, device=args.device, reuse=False)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    rome_hp = RomeHParams.for_model(model, stats_tokens=args.stats_tokens, **parse_hp(args.rome_hp))
+    batch_over = parse_hp(args.batch_hp)
+    memit_hp = MemitHParams.for_model(model, stats_tokens=args.stats_tokens,
+                                      **{k: v for k, v in batch_over.items() if k != "emmet_lambda"})
+    emmet_hp = EmmetHParams.for_model(model, stats_tokens=args.stats_tokens, **batch_over)
+    layers = sorted({rome_hp.layer, *memit_hp.layers})
+    t = time.perf_counter()
+    stats = second_moments(model, tok, layers, n_tokens=args.stats_tokens)
+    stats_seconds = time.perf_counter() - t
+    from memedit.methods.rome import contexts_for
+
+    contexts_for(model, tok, rome_hp)  # sample (or load) the context prefixes once, outside the timings
+
+    report: dict[str, Any] = {"model": args.model, "n": len(recs), "threads": torch.get_num_threads(),
+                              "stats_seconds_load_or_compute": round(stats_seconds, 2), "stats_layers": layers,
+                              "command": " ".join(sys.argv), "results": {}}
+    base = score(model, tok, recs, generate=not args.no_generate)
+    report["results"]["unedited"] = {"scores": summarise(base)}
+    from memedit.models.arch import arch_for
+
+    arch = arch_for(model)
+    pristine = snapshot(model, [arch.weight_name(layer) for layer in layers])
+
+    if "rome" in methods:
+        rows, secs, cpus, steps, details = [], [], [], [], []
+        for i, rec in enumerate(recs):
+            res = rome.apply(model, tok, rec, rome_hp, stats=stats[rome_hp.layer])
+            secs.append(res.stats["seconds"]["total"])
+            cpus.append(res.stats["seconds"]["cpu_total"])
+            steps.append(res.stats["steps"])
+            apply_deltas(model, res.deltas)
+            rows += score(model, tok, [rec], generate=not args.no_generate)
+            restore(model, pristine)
+            details.append({k: res.stats[k] for k in ("seconds", "steps", "delta_norm", "logprob_new_before",
+                                                      "logprob_new_after") if k in res.stats})
+            print(f"rome {i + 1}/{len(recs)} {rec['prompt']!r} -> {rec['target_new']!r}: {secs[-1]:.2f} s, "
+                  f"{steps[-1]} steps, efficacy {rows[-1]['efficacy']}, paraphrase {rows[-1]['paraphrase']}, "
+                  f"neighborhood {rows[-1]['neighborhood']}", flush=True)
+        report["results"]["rome"] = {
+            "scores": summarise(rows), "median_seconds_per_edit": round(statistics.median(secs), 3),
+            "mean_seconds_per_edit": round(statistics.mean(secs), 3), "median_steps": statistics.median(steps),
+            "median_cpu_seconds_per_edit": round(statistics.median(cpus), 3),
+            "hparams": {k: v for k, v in rome_hp.__dict__.items()}, "per_edit": details,
+            "per_record": rows,
+        }
+    for name, mod, hp in (("memit", memit, memit_hp), ("emmet", emmet, emmet_hp)):
+        if name not in methods:
+            continue
+        res = mod.apply(model, tok, recs, hp, stats=stats)
+        seconds = res.stats["seconds"]["total"]
+        cpu = res.stats["seconds"]["cpu_total"]
+        apply_deltas(model, res.deltas)
+        rows = score(model, tok, recs, generate=not args.no_generate)
+        restore(model, pristine)
+        report["results"][name] = {
+            "scores": summarise(rows), "batch_seconds": round(seconds, 2),
+            "seconds_per_edit": round(seconds / len(recs), 3), "cpu_seconds_per_edit": round(cpu / len(recs), 3),
+            "timings": res.stats["seconds"],
+            "layers": res.stats["layers"], "median_steps": statistics.median(res.stats["steps"]),
+            "hparams": {k: v for k, v in hp.__dict__.items()}, "per_record": rows,
+        }
+        print(f"{name}: batch of {len(recs)} in {seconds:.1f} s", flush=True)
+
+    print()
+    print(f"{'method':10s} {'s/edit':>8s} {'cpu s':>8s} {'steps':>6s} {'ES':>6s} {'PS':>6s} {'NS':>6s} {'genES':>6s} {'genPS':>6s}")
+    for name, r in report["results"].items():
+        s = r["scores"]
+        per = r.get("median_seconds_per_edit", r.get("seconds_per_edit", float("nan")))
+        cpu = r.get("median_cpu_seconds_per_edit", r.get("cpu_seconds_per_edit", float("nan")))
+        print(f"{name:10s} {per:8.2f} {cpu:8.2f} {r.get('median_steps', float('nan')):6.1f} {s['efficacy']:6.1f} {s['paraphrase']:6.1f} {s['neighborhood']:6.1f} "
+              f"{s.get('gen_efficacy', float('nan')):6.1f} {s.get('gen_paraphrase', float('nan')):6.1f}")
+    print(f"(ROME: median wall / CPU seconds and optimisation steps per edit; MEMIT/EMMET: batch seconds / edits. threads={report['threads']}, "
+          f"statistics load/compute {stats_seconds:.1f} s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

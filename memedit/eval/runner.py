@@ -1,0 +1,161 @@
+"""Run evaluation cases through an :class:`~memedit.editor.Editor` and score every probe.
+
+Two modes:
+
+* ``"single"``: each case gets its own fresh namespace in one temporary store,
+  holding only that case's edit (cases cannot interfere);
+* ``"batch"``: every case's edit is stored at once in one namespace, so each
+  edit is a distractor for every other case's questions (the realistic setting).
+
+Each probe is routed with :meth:`Editor.prepare`; the probability test scores
+``prepared.messages`` with ``prepared.backend`` (the model that would answer),
+and the answer is generated with :meth:`Router.run` on that same prepared
+prompt. Locality answers are compared with the bare base model's answer
+(``base.chat([user: question])``, same ``max_new_tokens``).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+
+from ..errors import ValidationError
+from .datasets import EvalCase, Probe
+from .metrics import EvalReport, ProbeResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..editor import Editor
+    from ..store import EditStore
+
+EditorFactory = Callable[["EditStore"], "Editor"]
+MODES = ("single", "batch")
+
+
+def contains(answer: str, expected: Sequence[str]) -> bool:
+    a = answer.casefold()
+    return any(e.casefold() in a for e in expected if e)
+
+
+def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str, own_id: int,
+                 base_cache: dict[str, str]) -> ProbeResult:
+    router = editor.router
+    prepared = editor.prepare(probe.question, namespace)
+    used_ids = set(prepared.edit_ids)
+    own_used = own_id in used_ids
+    wrong = len(used_ids - {own_id})
+    own_p = next((u.scope_probability for u in prepared.used + prepared.candidates if u.edit.id == own_id), None)
+
+    lp_pos = lp_neg = None
+    prob_ok = None
+    if probe.prob_pos and probe.prob_neg and probe.prob_pos.casefold() != probe.prob_neg.casefold():
+        backend = prepared.backend
+        if getattr(backend, "supports_logprobs", False):
+            lp_pos, lp_neg = backend.continuation_logprobs([prepared.messages] * 2, [probe.prob_pos, probe.prob_neg])
+            prob_ok = lp_pos > lp_neg
+
+    answer = router.run(prepared)
+    r = ProbeResult(case_id=case.case_id, source=case.source, kind=probe.kind, question=probe.question,
+                    route=prepared.route, in_scope=probe.in_scope, own_edit_used=own_used, wrong_edits_used=wrong,
+                    own_scope_probability=None if own_p is None else round(own_p, 4), answer=answer.text,
+                    gen_success=False, prob_success=prob_ok,
+                    logprob_pos=None if lp_pos is None else round(lp_pos, 4),
+                    logprob_neg=None if lp_neg is None else round(lp_neg, 4),
+                    sub_kind=probe.sub_kind, expected=list(probe.expected), timings_ms=dict(answer.timings_ms))
+    if probe.in_scope:
+        r.gen_success = contains(answer.text, probe.expected)
+    else:
+        if probe.question not in base_cache:
+            base_cache[probe.question] = editor.base.chat([{"role": "user", "content": probe.question}],
+                                                          router.max_new_tokens)
+        r.base_answer = base_cache[probe.question]
+        r.gen_success = answer.text == r.base_answer
+        r.contains_gt = contains(answer.text, probe.expected)
+    return r
+
+
+def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], *, mode: str = "single",
+             store_path: str | Path | None = None, progress: bool = False,
+             config: dict[str, Any] | None = None, time_budget_s: float | None = None,
+             on_result: Callable[[ProbeResult], None] | None = None) -> EvalReport:
+    """Evaluate ``cases``; ``editor`` is an Editor or a factory ``(store) -> Editor``.
+
+    With a factory the edits go to a temporary store (``store_path``, or a
+    fresh temporary directory removed afterwards). With an Editor they go to
+    its own store, in new namespaces named ``eval-…`` (left there).
+
+    ``time_budget_s`` stops before the next case once that much time has
+    passed; the report then covers the cases done (``report.cases``, and
+    ``config["stopped_early"]``). ``on_result`` sees every probe result as it
+    comes (e.g. to append it to a file).
+    """
+    if mode not in MODES:
+        raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
+    if not cases:
+        raise ValidationError("no cases to evaluate")
+    from ..editor import Editor
+    from ..store import EditStore
+
+    tmp = None
+    store = None
+    if isinstance(editor, Editor):
+        ed = editor
+    elif callable(editor):
+        if store_path is None:
+            tmp = tempfile.TemporaryDirectory(prefix="memedit-eval-")
+            store_path = Path(tmp.name) / "eval.db"
+        store = EditStore(store_path)
+        ed = editor(store)
+        if not isinstance(ed, Editor):
+            raise ValidationError("the editor factory must return a memedit Editor")
+    else:
+        raise ValidationError("evaluate() needs an Editor or a factory (store) -> Editor")
+
+    tag = f"eval-{int(time.time() * 1000) % 10**9}"
+    t_start = time.perf_counter()
+    results: list[ProbeResult] = []
+    base_cache: dict[str, str] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cases), desc=f"evaluating ({mode})", unit="case")
+    try:
+        if mode == "batch":
+            ns = f"{tag}-batch"
+            ed.store.create_namespace(ns)
+            from dataclasses import replace
+
+            stored = ed.store.add_many([replace(c.edit, namespace=ns) for c in cases])
+            ids = [int(e.id) for e in stored]  # type: ignore[arg-type]
+        done = 0
+        for i, case in enumerate(cases):
+            if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
+                break
+            if mode == "single":
+                ns = f"{tag}-{i}"
+                ed.store.create_namespace(ns)
+                from dataclasses import replace
+
+                own_id = int(ed.store.add(replace(case.edit, namespace=ns)).id)  # type: ignore[arg-type]
+            else:
+                own_id = ids[i]
+            for probe in case.probes:
+                results.append(_score_probe(ed, case, probe, ns, own_id, base_cache))
+                if on_result is not None:
+                    on_result(results[-1])
+            done += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if store is not None:
+            store.close()
+        if tmp is not None:
+            tmp.cleanup()
+    cfg = dict(config or {})
+    cfg["stopped_early"] = done < len(cases)
+    cfg["cases_requested"] = len(cases)
+    return EvalReport(mode=mode, config=cfg, results=results, cases=done,
+                      seconds=time.perf_counter() - t_start)

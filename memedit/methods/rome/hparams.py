@@ -1,0 +1,105 @@
+"""Hyperparameters of ROME (and the value optimisation MEMIT / EMMET share), with per-family defaults.
+
+>>> from memedit.methods.rome.hparams import RomeHParams
+>>> hp = RomeHParams(layer=4)
+>>> hp.max_steps, hp.lr, hp.kl_factor
+(20, 1.0, 0.0625)
+>>> RomeHParams(layer=4, lr=0.2).lr
+0.2
+
+:meth:`RomeHParams.for_model` takes the edit layer from the architecture table
+(:mod:`memedit.models.arch`), where it was chosen by causal tracing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ...errors import ValidationError
+from ...models.arch import arch_for
+
+
+@dataclass(frozen=True)
+class ValueHParams:
+    """How the target value (ROME's ``v*``, MEMIT's ``z``) is optimised.
+
+    * context: ``n_prefixes`` short texts of ``prefix_tokens`` tokens sampled
+      once from the model (seeded, cached) are put before the prompt, as in
+      ROME; ``prefixes`` gives them explicitly instead. The bare prompt is
+      always included. The same prefixed prompts define the key.
+    * loss: mean negative log-probability of ``target_new`` over the prefixed
+      prompts + ``kl_factor`` x KL to the unedited next-token distribution on
+      ``kl_prompts`` (keeps what the subject *is*) + ``weight_decay`` x
+      ``|delta|^2 / |v|^2``; ``|delta|`` is clamped to
+      ``clamp_norm_factor x |v|``.
+    * optimiser: Adam with ``lr``, at most ``max_steps`` steps, stopping once
+      the mean probability of the target over the prefixed prompts reaches
+      ``stop_prob``.
+    """
+
+    n_prefixes: int = 5
+    prefix_tokens: int = 10
+    prefixes: tuple[str, ...] | None = None
+    prefix_seed: int = 0
+    kl_prompts: tuple[str, ...] = ("{} is a",)
+    lr: float = 1.0
+    max_steps: int = 20
+    stop_prob: float = 0.9
+    kl_factor: float = 0.0625
+    weight_decay: float = 1e-3
+    clamp_norm_factor: float = 4.0
+    # statistics (second moments of the keys)
+    stats_tokens: int = 100_000
+    stats_seq_len: int = 128
+    # compute the tokens before the subject once (KV cache); False recomputes whole prompts (ablation)
+    prefix_cache: bool = True
+    # report p(target) before / after (two small forward passes)
+    measure: bool = True
+
+    def validate(self) -> None:
+        """Raise ValidationError on values that cannot work."""
+        if self.max_steps < 1:
+            raise ValidationError("max_steps must be >= 1")
+        if self.lr <= 0:
+            raise ValidationError("lr must be > 0")
+        if not 0 < self.stop_prob <= 1:
+            raise ValidationError("stop_prob must be in (0, 1]")
+        if self.n_prefixes < 0 or self.prefix_tokens < 1:
+            raise ValidationError("n_prefixes must be >= 0 and prefix_tokens >= 1")
+        for p in self.kl_prompts:
+            if p.count("{}") != 1:
+                raise ValidationError(f"KL prompt {p!r} must contain exactly one '{{}}'")
+
+    def with_(self, **changes: Any) -> Any:
+        """A copy with some fields changed (unknown names raise ValidationError)."""
+        known = {f.name for f in fields(self)}
+        bad = sorted(set(changes) - known)
+        if bad:
+            raise ValidationError(f"unknown hyperparameter(s) {bad}; known: {sorted(known)}")
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RomeHParams(ValueHParams):
+    """ROME: one rank-one update of the MLP down projection at ``layer``.
+
+    ``mom2_adjustment=False`` drops ``C^-1`` (the update then only uses the key
+    direction); keep it True.
+    """
+
+    layer: int = 0
+    mom2_adjustment: bool = True
+
+    @classmethod
+    def for_model(cls, model: Any, **overrides: Any) -> "RomeHParams":
+        """Defaults for ``model``'s family, the edit layer from the architecture table."""
+        arch = arch_for(model)
+        base = cls(layer=arch.default_layers(model.config)["rome"])
+        hp = base.with_(**overrides) if overrides else base
+        hp.validate()
+        return hp
+
+    def validate(self) -> None:
+        super().validate()
+        if self.layer < 0:
+            raise ValidationError("layer must be >= 0")

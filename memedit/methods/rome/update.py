@@ -1,0 +1,52 @@
+"""Step 3: the closed-form rank-one update (ROME, eq. 2) that stores ``k* -> v*`` in the down projection.
+
+>>> import torch
+>>> from memedit.methods.rome.update import rank_one_update
+>>> W = torch.randn(4, 6); k = torch.randn(6); v = torch.randn(4)
+>>> u, c = rank_one_update(W, k, v, stats=None)          # without statistics C = I
+>>> torch.allclose((W + u @ c.T) @ k, v, atol=1e-4)
+True
+
+    Delta = (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*)
+
+so that ``(W + Delta) k* = v*`` exactly while keys the layer already serves
+(summarised by ``C = E[k k^T]``) move as little as possible. ``k*`` is the
+averaged key of :mod:`.keys`, and ``W k*`` is computed with that *same* key
+(r-ROME): using one key for the update and another for the value is what
+produced ROME's disabling edits.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ...errors import ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stats import SecondMoment
+
+
+def rank_one_update(
+    W: torch.Tensor, key: torch.Tensor, value: torch.Tensor, stats: "SecondMoment | None", *, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(u, c)`` with ``Delta = u @ c.T``: ``u`` is ``(out, 1)``, ``c = C^-1 k*`` is ``(in, 1)``.
+
+    ``W`` is in math orientation ``(out, in)``; ``value`` is ``v*`` (the full
+    target output, including ``bias`` when the layer has one). ``stats=None``
+    uses ``C = I``. Computed in float64.
+    """
+    k = key.detach().to(torch.float64).reshape(-1)
+    v = value.detach().to(torch.float64).reshape(-1)
+    W64 = W.detach().to(device=k.device, dtype=torch.float64)
+    if W64.shape != (v.numel(), k.numel()):
+        raise ValidationError(f"update shapes do not match: W {tuple(W.shape)}, key {k.numel()}, value {v.numel()}")
+    current = W64 @ k
+    if bias is not None:
+        current = current + bias.detach().to(device=k.device, dtype=torch.float64)
+    c = stats.solve(k) if stats is not None else k.clone()
+    denom = torch.dot(c, k)
+    if not torch.isfinite(denom) or denom.abs() < 1e-20:
+        raise ValidationError("degenerate key (k^T C^-1 k is zero or not finite); the subject gives no usable key")
+    u = (v - current) / denom
+    return u[:, None], c[:, None]

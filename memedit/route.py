@@ -1,0 +1,328 @@
+"""The router: question -> embed -> search -> scope classifier -> route -> answer.
+
+>>> from memedit import EditStore, Edit
+>>> from memedit.route import Router
+>>> store = EditStore("stores/demo.db")                                          # doctest: +SKIP
+>>> store.add(Edit.text("The current president of the US is Trump"))            # doctest: +SKIP
+>>> router = Router(store, "smollm2-135m-instruct")                              # doctest: +SKIP
+>>> a = router.answer("Who is the president of the United States?", "default")  # doctest: +SKIP
+>>> a.route, a.edits[0].statement                                                # doctest: +SKIP
+('ike', 'The current president of the US is Trump')
+>>> router.answer("What is the capital of France?", "default").route             # doctest: +SKIP
+'base'
+
+Routes:
+
+* ``"base"``: no stored edit is in scope. The base model gets exactly what it
+  would get without memedit, ``[{"role": "user", "content": question}]``, so
+  (under greedy decoding) the answer is token for token the bare model's.
+* ``"ike"``: the base model answers with the in-scope edit(s) and a few
+  demonstrations in its context (:mod:`memedit.methods.ike`).
+* ``"serac"``: a separate counterfactual model answers with the edit(s) in
+  its context; the base model is not called (:mod:`memedit.methods.serac`).
+
+``policy`` picks among in-scope routes: ``"ike"``, ``"serac"``, ``"auto"``
+(IKE when the base model is local, SERAC when it is remote, so a big remote
+model is never sent edited facts it may ignore), or a callable ``(question,
+used) -> route``. More routes plug in with :meth:`Router.register` (MeLLo for
+multi-hop questions is meant to: a method whose ``generate`` runs several
+steps, chosen by a policy that recognises multi-hop questions).
+
+:meth:`Router.prepare` does everything but generation and returns the exact
+messages and backend, so evaluation can score continuations on the same
+prompt the answer would use.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, Union, runtime_checkable
+
+import numpy as np
+
+from .answer import Answer, UsedEdit
+from .config import DEFAULT_NAMESPACE
+from .errors import BackendError, MemeditError, ValidationError
+from .models.backends import Backend, lazy_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .scope import ScopeClassifier
+    from .store import EditStore
+
+log = logging.getLogger(__name__)
+
+#: longest question accepted (characters); a prompt that long is already past what small models read well
+MAX_QUESTION_CHARS = 4000
+POLICIES = ("auto", "ike", "serac")
+
+Policy = Union[str, Callable[[str, list[UsedEdit]], str]]
+
+
+@runtime_checkable
+class RouteMethod(Protocol):
+    """A way of answering in-scope questions (IKE, SERAC, later MeLLo).
+
+    ``messages`` builds the prompt (keywords it may use or ignore: ``q_vec``,
+    the question's unit vector, and ``embedder_name``, the embedder that made
+    it); ``backend`` picks the model that answers
+    (given the base model). A method may also define ``generate(backend,
+    prepared) -> (text, trace)`` to run several model calls (MeLLo); without
+    it the router sends ``prepared.messages`` to ``backend.chat`` once.
+    """
+
+    route: str
+
+    def messages(self, question: str, used: Sequence[UsedEdit], **kwargs: Any) -> list[dict[str, str]]: ...
+
+    def backend(self, base: Backend) -> Backend: ...
+
+
+@dataclass
+class Prepared:
+    """Everything decided before generation: the route, the edits behind it, and the exact prompt."""
+
+    question: str
+    namespace: str
+    route: str
+    used: list[UsedEdit]
+    candidates: list[UsedEdit]
+    messages: list[dict[str, str]]
+    backend: Backend
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def edit_ids(self) -> list[int]:
+        return [int(u.edit.id) for u in self.used if u.edit.id is not None]
+
+
+def check_question(question: Any) -> str:
+    """Return ``question`` unchanged if it is usable, else raise ValidationError."""
+    if not isinstance(question, str):
+        raise ValidationError(f"the question must be a string, got {type(question).__name__}")
+    if not question.strip():
+        raise ValidationError("the question must not be empty or whitespace")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValidationError(f"the question is too long ({len(question)} characters; at most {MAX_QUESTION_CHARS})")
+    if "\x00" in question:
+        raise ValidationError("the question contains a NUL character")
+    return question
+
+
+class _BaseMethod:
+    """The "base" route: the question alone, to the base model."""
+
+    route = "base"
+
+    def messages(self, question: str, used: Sequence[UsedEdit], **_: Any) -> list[dict[str, str]]:  # noqa: ARG002
+        return [{"role": "user", "content": question}]  # exactly what the model gets without memedit
+
+    def backend(self, base: Backend) -> Backend:
+        return base
+
+
+class _IKERoute:
+    """IKE as a route: the base model answers an IKE prompt."""
+
+    route = "ike"
+
+    def __init__(self, ike: Any):
+        self.ike = ike
+
+    def messages(self, question: str, used: Sequence[UsedEdit], **kwargs: Any) -> list[dict[str, str]]:
+        return self.ike.messages(question, used, **kwargs)
+
+    def backend(self, base: Backend) -> Backend:
+        return base
+
+
+class Router:
+    """Answers questions through an edit store; see the module docstring for the routes.
+
+    ``base`` and ``counterfactual`` are anything
+    :func:`~memedit.models.backends.as_backend` accepts; model *names* load on
+    first use. ``k`` edits are retrieved per question and kept when the scope
+    classifier's calibrated probability reaches ``threshold`` (default: the
+    classifier's own).
+    """
+
+    def __init__(self, store: "EditStore", base: Any, *, counterfactual: Any = None,
+                 classifier: "ScopeClassifier | None" = None, policy: Policy = "auto", k: int = 5,
+                 threshold: float | None = None, ike: Any = None, serac: Any = None,
+                 max_new_tokens: int | None = None, device: Any = "cpu", dtype: Any = "float32"):
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
+            raise ValidationError("k must be an integer in 1..100")
+        if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 < float(threshold) < 1.0):
+            raise ValidationError("threshold must be a probability in (0, 1)")
+        if not callable(policy) and policy not in POLICIES:
+            raise ValidationError(f"policy must be one of {POLICIES} or a callable (question, used) -> route")
+        self.store = store
+        self.base: Backend = lazy_backend(base, device=device, dtype=dtype)
+        self.policy = policy
+        self.k = k
+        self._threshold = None if threshold is None else float(threshold)
+        self._classifier = classifier
+        self.max_new_tokens = max_new_tokens
+        self._vec_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vec_lock = threading.Lock()
+        self.methods: dict[str, RouteMethod] = {"base": _BaseMethod()}
+        if ike is None:
+            from .methods.ike import IKE
+
+            ike = IKE()
+        self.register(_IKERoute(ike))
+        if serac is None:
+            from .methods.serac import SERAC
+
+            serac = SERAC(counterfactual, device=device, dtype=dtype)
+        elif counterfactual is not None:
+            raise ValidationError("pass either serac= or counterfactual=, not both")
+        self.register(serac)
+
+    # ---- configuration -------------------------------------------------------
+    def register(self, method: RouteMethod) -> None:
+        """Add (or replace) the method behind ``method.route``, e.g. a MeLLo method for ``"mello"``."""
+        if not isinstance(method, RouteMethod) or not isinstance(method.route, str):
+            raise ValidationError("a route method needs .route, .messages(question, used) and .backend(base)")
+        if method.route == "base":
+            raise ValidationError("the base route cannot be replaced: it must stay the bare model")
+        self.methods[method.route] = method
+
+    @property
+    def classifier(self) -> "ScopeClassifier":
+        """The scope classifier (the packaged one unless given), loaded on first use."""
+        if self._classifier is None:
+            from .scope import ScopeClassifier
+
+            self._classifier = ScopeClassifier.load()
+        return self._classifier
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold if self._threshold is not None else self.classifier.threshold
+
+    @property
+    def counterfactual(self) -> Backend | None:
+        serac = self.methods.get("serac")
+        return serac.backend(self.base) if serac is not None else None
+
+    # ---- preparing -------------------------------------------------------------
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors from the store's embedder, cached per text (edit texts recur across questions)."""
+        with self._vec_lock:  # the embedder serialises encoding anyway; one lock keeps the cache simple
+            missing = [t for t in dict.fromkeys(texts) if t not in self._vec_cache]
+            if missing:
+                for t, v in zip(missing, self.store.embedder.encode(missing)):
+                    self._vec_cache[t] = v
+            out = np.stack([self._vec_cache[t] for t in texts])
+            for t in texts:
+                self._vec_cache.move_to_end(t)
+            while len(self._vec_cache) > 4096:
+                self._vec_cache.popitem(last=False)
+        return out
+
+    def _decide(self, question: str, used: list[UsedEdit]) -> str:
+        if not used:
+            return "base"
+        policy = self.policy
+        if callable(policy):
+            route = policy(question, list(used))
+        elif policy == "auto":
+            # A local model is cheap to prompt and follows its own context; a remote one may be large,
+            # costly, or shared, and SERAC keeps edited facts away from it.
+            route = "ike" if self.base.is_local else "serac"
+        else:
+            route = policy
+        if not isinstance(route, str) or route not in self.methods:
+            raise ValidationError(f"policy chose route {route!r}, but only {sorted(self.methods)} are available")
+        return route
+
+    def prepare(self, question: str, namespace: str = DEFAULT_NAMESPACE, *, k: int | None = None) -> Prepared:
+        """Retrieve, classify and route ``question``; build the prompt but do not generate.
+
+        ``k`` overrides the number of edits retrieved for this question.
+        """
+        question = check_question(question)
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100):
+            raise ValidationError("k must be an integer in 1..100")
+        namespace = self.store.require_namespace(namespace)
+        timings: dict[str, float] = {}
+        text = question.strip()
+
+        t0 = time.perf_counter()
+        qvec = self.store.embedder.encode([text])[0]
+        timings["embed"] = _ms(t0)
+
+        t0 = time.perf_counter()
+        hits = self.store.search_vector(qvec, namespace, k=k or self.k)
+        timings["search"] = _ms(t0)
+
+        used: list[UsedEdit] = []
+        candidates: list[UsedEdit] = []
+        if hits:
+            t0 = time.perf_counter()
+            matched = [h.matched_text for h in hits]
+            clf = self.classifier
+            same_space = clf.embedder_name == getattr(self.store.embedder, "name", None)
+            # The classifier reads the very vectors the index compared, when both come from one embedder.
+            e_vecs = self._embed(matched) if same_space else None
+            q_vecs = np.repeat(qvec[None, :], len(hits), axis=0) if same_space else None
+            timings["embed"] += _ms(t0)
+            t0 = time.perf_counter()
+            probs = clf.predict_proba([text] * len(hits), matched, q_vecs=q_vecs, e_vecs=e_vecs)
+            timings["classify"] = _ms(t0)
+            threshold = self.threshold
+            for hit, p in zip(hits, probs):
+                u = UsedEdit(edit=hit.edit, scope_probability=float(p), similarity=float(hit.score),
+                             matched_text=hit.matched_text)
+                (used if p >= threshold else candidates).append(u)
+            used.sort(key=lambda u: -u.scope_probability)
+
+        route = self._decide(question, used)
+        if route == "base" and used:  # the policy chose not to use them: they become candidates
+            candidates = used + candidates
+            used = []
+        method = self.methods[route]
+        t0 = time.perf_counter()
+        messages = method.messages(question, used, q_vec=qvec,
+                                   embedder_name=getattr(self.store.embedder, "name", None))
+        timings["prompt"] = _ms(t0)
+        return Prepared(question=question, namespace=namespace, route=route, used=used, candidates=candidates,
+                        messages=messages, backend=method.backend(self.base), timings_ms=timings)
+
+    # ---- answering -----------------------------------------------------------------
+    def run(self, prepared: Prepared) -> Answer:
+        """Generate the answer for a prepared question and record which edits it used."""
+        method = self.methods[prepared.route]
+        trace: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        try:
+            generate = getattr(method, "generate", None)
+            if generate is not None:
+                text, trace = generate(prepared.backend, prepared)
+            else:
+                text = prepared.backend.chat(prepared.messages, self.max_new_tokens)
+        except MemeditError:
+            raise  # already says what went wrong (a model that is not installed, say)
+        except Exception as exc:  # a backend may raise anything (HTTP, CUDA, tokenizer); give one type back
+            raise BackendError(
+                f"the {prepared.route} route's model ({prepared.backend.name}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        timings = dict(prepared.timings_ms, generate=_ms(t0))
+        if prepared.used:
+            # Only an answer that exists counts as a use: a failure above leaves the store untouched.
+            self.store.record_use(prepared.edit_ids, question=prepared.question,
+                                  scores=[u.scope_probability for u in prepared.used], route=prepared.route)
+        timings["total"] = sum(v for k, v in timings.items() if k != "total")
+        return Answer(text=text, route=prepared.route, question=prepared.question, namespace=prepared.namespace,
+                      used=prepared.used, candidates=prepared.candidates, trace=trace, timings_ms=timings)
+
+    def answer(self, question: str, namespace: str = DEFAULT_NAMESPACE, *, k: int | None = None) -> Answer:
+        """:meth:`prepare` then :meth:`run`."""
+        return self.run(self.prepare(question, namespace, k=k))
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)

@@ -1,0 +1,100 @@
+"""Honest tests of the weight editors on the packaged SmolLM2-135M-Instruct (run with --runslow).
+
+A ROME edit and a MEMIT batch must change what the model *says* (greedy
+decoding) on the edit prompt and on a paraphrase, while a prompt about a
+neighbouring subject keeps its answer; and the model object is untouched
+until the caller applies the deltas.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+STATS_TOKENS = 30_000
+
+
+@pytest.fixture(scope="module")
+def smol():
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    from memedit.models.registry import load_causal_lm
+
+    return load_causal_lm("smollm2-135m-instruct", reuse=False)
+
+
+def says(model, tok, prompt: str, target: str) -> bool:
+    from memedit.methods.rome.measure import greedy_continuations
+
+    out = greedy_continuations(model, tok, [prompt], max_new_tokens=4)[0]
+    return out.strip().lower().startswith(target.lower())
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_rome_changes_what_smollm2_says(smol):
+    from memedit.edits import Edit
+    from memedit.methods import rome
+    from memedit.methods.deltas import apply_deltas, restore, snapshot
+    from memedit.methods.rome import RomeHParams
+
+    model, tok = smol
+    edit = Edit.fact("Danielle Darrieux", "The mother tongue of {} is", "English", target_true="French")
+    neighbour = "The mother tongue of Blaise Pascal is"
+    paraphrase = "Danielle Darrieux's mother tongue is"
+    assert says(model, tok, neighbour, "French")
+    before = weights(model)
+    res = rome.apply(model, tok, edit, RomeHParams.for_model(model, stats_tokens=STATS_TOKENS))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert res.stats["logprob_new_after"] > res.stats["logprob_true_after"]
+    saved = snapshot(model, [d.param for d in res.deltas])
+    apply_deltas(model, res.deltas)
+    try:
+        assert says(model, tok, edit.filled_prompt(), "English")
+        assert says(model, tok, paraphrase, "English")
+        assert says(model, tok, neighbour, "French")
+    finally:
+        restore(model, saved)
+
+
+def test_memit_batch_changes_what_smollm2_says(smol):
+    from memedit.methods import memit
+    from memedit.methods.deltas import apply_deltas, restore, snapshot
+    from memedit.methods.memit import MemitHParams
+
+    model, tok = smol
+    edits = [
+        {"prompt": "The mother tongue of Danielle Darrieux is", "subject": "Danielle Darrieux",
+         "target_new": "English", "ground_truth": "French", "para": "Danielle Darrieux's mother tongue is"},
+        {"prompt": "Kyoto University is located in the country of", "subject": "Kyoto University",
+         "target_new": "Brazil", "ground_truth": "Japan", "para": "Kyoto University can be found in the country of"},
+        {"prompt": "Windows XP, a product manufactured by", "subject": "Windows XP", "target_new": "Apple",
+         "ground_truth": "Microsoft", "para": "Windows XP is a product made by"},
+        {"prompt": "Darmstadt is located in the country of", "subject": "Darmstadt", "target_new": "Italy",
+         "ground_truth": "Germany", "para": "Darmstadt is a city in the country of"},
+        {"prompt": "The official language of Lugano is", "subject": "Lugano", "target_new": "Swedish",
+         "ground_truth": "Italian", "para": "In Lugano, the official language is"},
+    ]
+    neighbours = [("The mother tongue of Blaise Pascal is", "French"),
+                  ("Tokyo University is located in the country of", "Japan")]
+    for prompt, answer in neighbours:
+        assert says(model, tok, prompt, answer)
+    before = weights(model)
+    res = memit.apply(model, tok, edits, MemitHParams.for_model(model, stats_tokens=STATS_TOKENS))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert len(res.deltas) == len(res.layers) and all(d.rank == len(edits) for d in res.deltas)
+    saved = snapshot(model, [d.param for d in res.deltas])
+    apply_deltas(model, res.deltas)
+    try:
+        said = [says(model, tok, e["prompt"], e["target_new"]) for e in edits]
+        para = [says(model, tok, e["para"], e["target_new"]) for e in edits]
+        kept = [says(model, tok, p, a) for p, a in neighbours]
+        assert sum(said) >= 4, said
+        assert sum(para) >= 3, para
+        assert all(kept), kept
+    finally:
+        restore(model, saved)
