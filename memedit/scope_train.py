@@ -24,6 +24,15 @@ same subject / other relation, same relation / other subject, the edit's object
 asked about in another relation, and the nearest edits by embedding that are
 none of these (what the router's index will hand the classifier).
 
+Training only, two augmentations: subject-free copies of some positives (the
+shared subject replaced by a plain word such as "someone" on both sides, with
+subject-free negatives of other relations), so entity-free edits and their
+paraphrases are judged on meaning; and generated same-subject edits of another
+relation (from the cloze templates), the hardest near miss, of which the data
+hold few. Relations in :data:`NEAR_SYNONYM_RELATIONS` (author / creator, ...)
+never make same-subject negatives, and zsRE locality probes that ask the edited
+relation itself (KnowEdit label noise) are dropped.
+
 Edits are split into train / calibration / test by subject (so neither an edit
 nor its subject's other edits cross splits) with a fixed seed; pairs are only
 formed inside a split. The MLP is fitted on train, Platt scaling and the
@@ -881,7 +890,7 @@ def report(pairs: PairSet, probs: np.ndarray, threshold: float) -> dict[str, Any
             # precision of one positive kind against every negative says little: recall, AUC, ECE only
             full = binary_metrics(y[m | neg_mask], probs[m | neg_mask], threshold)
             out["positives"][kind] = {**full, "precision": None, "f1": None, "false_positive_rate": None,
-                                      "accuracy": None, "n_neg": 0, "n": full["n_pos"],
+                                      "accuracy": None, "n_neg": None, "n": full["n_pos"],
                                       "ece": ece_score(y[m], probs[m])}
     return out
 
