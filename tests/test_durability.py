@@ -39,6 +39,18 @@ def _wait_ready(proc: subprocess.Popen, timeout: float = 120) -> None:
     raise AssertionError("worker never became ready")
 
 
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
+    """Wait for a worker and return (stdout, stderr).
+
+    Not ``communicate``: it reads the raw pipe and would lose lines that
+    ``_wait_ready``'s buffered ``readline`` already pulled in (a fast writer's
+    "done" arrives together with its "ready"). Workers print little, so
+    waiting before reading cannot fill a pipe.
+    """
+    proc.wait(timeout=timeout)
+    return proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+
+
 def _check_consistent(path: Path, embedder) -> EditStore:
     """The invariants after any crash; returns the reopened store (caller closes it)."""
     with sqlite3.connect(path) as raw:
@@ -123,7 +135,7 @@ def test_concurrent_writers_and_readers(tmp_path: Path, embedder) -> None:
     for p in writers + readers:
         _wait_ready(p)
     for p in writers + readers:
-        out, err = p.communicate(timeout=300)
+        out, err = _finish(p)
         assert p.returncode == 0, err
         assert "locked" not in err.lower()
         assert json.loads(out.strip().splitlines()[-1])["done"]
@@ -149,7 +161,7 @@ def test_racing_supersedes_leave_exactly_one_active(tmp_path: Path, embedder) ->
     Path(str(path) + ".go").touch()
     ids = []
     for p in racers:
-        out, err = p.communicate(timeout=120)
+        out, err = _finish(p, timeout=120)
         assert p.returncode == 0, err
         ids.append(json.loads(out.strip().splitlines()[-1])["id"])
     with EditStore(path, embedder=embedder) as store:

@@ -22,7 +22,7 @@ from memedit.methods.emmet import EmmetHParams, emmet_solve
 from memedit.methods.rome import RomeHParams
 from memedit.methods.rome.batch import CachedBatch
 from memedit.methods.rome.keys import compute_keys
-from memedit.methods.rome.prompts import Request, as_request, kl_row, rewrite_row, target_ids
+from memedit.methods.rome.prompts import as_request, kl_row, rewrite_row, target_ids
 from memedit.methods.stats import (
     SecondMoment, StatsMismatchError, compute_second_moments, layer_fingerprints, second_moment, second_moments,
 )

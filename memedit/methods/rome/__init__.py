@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
 
 from ...errors import ValidationError
 from ...models.arch import arch_for

@@ -4,7 +4,7 @@
 >>> from memedit.methods.rome.update import rank_one_update
 >>> W = torch.randn(4, 6); k = torch.randn(6); v = torch.randn(4)
 >>> u, c = rank_one_update(W, k, v, stats=None)          # without statistics C = I
->>> torch.allclose((W + u @ c.T) @ k, v, atol=1e-4)
+>>> torch.allclose((W.double() + u @ c.T) @ k.double(), v.double(), atol=1e-6)
 True
 
     Delta = (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*)
