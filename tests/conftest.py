@@ -41,3 +41,60 @@ def embedder():
     from memedit.embeddings import Embedder
 
     return Embedder.shared()
+
+
+# ---- PostgreSQL (issue 7): a private server for the session, a fresh database per test ----------------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A private PostgreSQL server with pgvector (the `pgserver` wheel); skips with the reason if it cannot start."""
+    try:
+        import pgserver  # noqa: F401
+        import pgvector  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"PostgreSQL tests need the 'postgres' extra (pip install -e '.[postgres]'): {exc}")
+    # Not under pytest's temp root: when running as root, the server runs as another user, and any pytest session
+    # starting meanwhile resets /tmp/pytest-of-root to mode 0700, which would lock the server out of its directory.
+    import shutil
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="memedit-pg-")) / "data"
+    try:
+        server = pgserver.get_server(data, cleanup_mode="stop")
+    except Exception as exc:  # noqa: BLE001 - any start failure means: skip, and say why
+        shutil.rmtree(data.parent, ignore_errors=True)
+        pytest.skip(f"could not start a private PostgreSQL server: {type(exc).__name__}: {exc}")
+    yield server
+    stop_pg_server(server)
+    shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def stop_pg_server(server) -> None:
+    """Stop a test server at once (its data is thrown away: no shutdown checkpoint), then let pgserver tidy up."""
+    from pgserver._commands import pg_ctl
+
+    try:
+        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+    except Exception:  # noqa: BLE001 - already stopped; cleanup() below handles the rest
+        pass
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A factory: each call creates an empty database on the session server and returns its URL."""
+    import itertools
+    import uuid
+
+    import psycopg
+
+    counter = itertools.count()
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}_{next(counter)}"
+        with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return pg_server.get_uri(database=name)
+
+    return make

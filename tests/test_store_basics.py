@@ -1,20 +1,23 @@
-"""EditStore against real SQLite files, real FAISS and the packaged MiniLM embedder.
+"""The store interface against real SQLite files + FAISS and a real PostgreSQL + pgvector, with MiniLM.
 
 Adding, reading, filtering, supersession, the approve/reject lifecycle, the
 hash-chained audit log (and that tampering is detected), JSON-lines
-export/import, and search.
+export/import, and search. Tests taking the ``store`` or ``new_store``
+fixture run on both backends; the FAISS-file test is SQLite-only.
 """
 from __future__ import annotations
 
 import io
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from memedit.edits import Edit
 from memedit.errors import ConflictError, NotFoundError, ValidationError
 from memedit.store import EditStore
+from memedit.store.open import open_store
 
 PRES = "The current president of {} is"
 
@@ -30,28 +33,57 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def store(tmp_path, embedder):
-    with EditStore(tmp_path / "store.db", embedder=embedder) as s:
+def new_store(backend, tmp_path, request):
+    """``target(name)``: a store path (SQLite) or URL (PostgreSQL) of this test's backend; same name, same store."""
+    made: dict[str, Path | str] = {}
+
+    def target(name: str = "store") -> Path | str:
+        if name not in made:
+            made[name] = tmp_path / f"{name}.db" if backend == "sqlite" else request.getfixturevalue("pg_url")()
+        return made[name]
+
+    return target
+
+
+@pytest.fixture
+def store(new_store, embedder):
+    with open_store(new_store(), embedder=embedder) as s:
         yield s
 
 
-def raw_counts(path) -> dict[str, int]:
-    con = sqlite3.connect(path)
-    try:
-        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("edits", "events", "vectors", "namespaces")}
-    finally:
-        con.close()
+def target_of(store):
+    return store.path if isinstance(store, EditStore) else store.url
 
 
-def tamper(path, sql: str, params=()) -> None:
-    con = sqlite3.connect(path)
-    try:
-        con.execute(sql, params)
-        con.commit()
-    finally:
-        con.close()
+def raw(target, sql: str, params=()) -> list[tuple]:
+    """Run SQL (``?`` placeholders) on the store's database behind its back; returns the rows, if any."""
+    if not isinstance(target, str):
+        con = sqlite3.connect(target)
+        try:
+            rows = con.execute(sql, params).fetchall()
+            con.commit()
+            return rows
+        finally:
+            con.close()
+    import psycopg
+
+    with psycopg.connect(target, autocommit=True) as con:
+        cur = con.execute(sql.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
+
+
+def raw_counts(target) -> dict[str, int]:
+    return {t: raw(target, f"SELECT count(*) FROM {t}")[0][0] for t in ("edits", "events", "vectors", "namespaces")}
+
+
+def tamper(target, sql: str, params=()) -> None:
+    raw(target, sql, params)
 
 
 # ---- add / get / list / count ----------------------------------------------------
@@ -69,6 +101,33 @@ def test_add_and_get_roundtrip(store):
     t = store.add(Edit.text("The CEO of Acme is Jane Roe now.", namespace="acme"))
     assert t.id > e.id and store.get(t.id).namespace == "acme"
     assert store.verify().ok
+
+
+def test_list_filters_source_committed_uses_and_dates(store):
+    a = store.add(Edit.text("The office opens at 9.", source="Chat 42 (web)", author="alice"))
+    b = store.add(Edit.text("The office closes at 6.", source="import of CRM", author="bob"))
+    c = store.add(Edit.fact("Acme Corp", "The CEO of {} is", "Jane Roe", source="chat 7"))
+    store.record_use([a.id, c.id])
+    store.record_use([c.id])
+    store.mark_committed([c.id], commit_id=1)
+
+    def listed(**kw):
+        got = [e.id for e in store.list("default", **kw)]
+        assert store.count("default", **kw) == len(got)
+        return got
+
+    assert listed(source="chat") == [c.id, a.id]           # a case-insensitive substring
+    assert listed(source="100%") == []                     # literal, not a wildcard
+    assert listed(committed=True) == [c.id] and listed(committed=False) == [b.id, a.id]
+    assert listed(min_uses=1) == [c.id, a.id] and listed(min_uses=2) == [c.id]
+    created = store.get(b.id).created_at
+    assert listed(since=created) == [c.id, b.id]           # inclusive
+    assert listed(until=created) == [a.id]                 # exclusive
+    assert listed(since="2000-01-01", until="2999-01-01", min_uses=1, source="chat") == [c.id, a.id]
+    assert listed(since="2999-01-01") == []
+    for bad in (dict(since="yesterday"), dict(min_uses=-1), dict(committed="yes"), dict(source=3)):
+        with pytest.raises(ValidationError):
+            store.list("default", **bad)
 
 
 def test_list_count_filters(store):
@@ -276,7 +335,7 @@ def test_history_order_and_kinds(store):
 # ---- verify and tampering -------------------------------------------------------------
 
 def _populated(path, embedder):
-    with EditStore(path, embedder=embedder) as s:
+    with open_store(path, embedder=embedder) as s:
         a = s.add(Edit.fact("the US", PRES, "Biden"))
         b = s.add(Edit.fact("the US", PRES, "Trump", paraphrases=["Who leads {}?"]))
         c = s.add(Edit.text("The CEO of Acme is Jane Roe.", namespace="acme"), status="pending")
@@ -289,12 +348,12 @@ def _populated(path, embedder):
 
 
 def _verify(path, embedder):
-    with EditStore(path, embedder=embedder) as s:
+    with open_store(path, embedder=embedder) as s:
         return s.verify()
 
 
-def test_verify_detects_altered_event_payload(tmp_path, embedder):
-    path = tmp_path / "t.db"
+def test_verify_detects_altered_event_payload(new_store, embedder):
+    path = new_store("t")
     info = _populated(path, embedder)
     seq = 3
     tamper(path, "UPDATE events SET payload = ? WHERE seq = ?", ('{"action":"create","forged":true}', seq))
@@ -304,25 +363,22 @@ def test_verify_detects_altered_event_payload(tmp_path, embedder):
     assert rep.events == info["events"]
 
 
-def test_verify_detects_altered_event_even_if_its_hash_is_recomputed(tmp_path, embedder):
+def test_verify_detects_altered_event_even_if_its_hash_is_recomputed(new_store, embedder):
     from memedit.store.chain import event_hash
 
-    path = tmp_path / "t.db"
+    path = new_store("t")
     _populated(path, embedder)
-    con = sqlite3.connect(path)
-    row = con.execute("SELECT seq, ts, namespace, edit_id, kind, actor, prev_hash FROM events WHERE seq = 2").fetchone()
+    row = raw(path, "SELECT seq, ts, namespace, edit_id, kind, actor, prev_hash FROM events WHERE seq = 2")[0]
     forged = '{"action":"create"}'
     new_hash = event_hash(row[6], row[0], row[1], row[2], row[3], row[4], "mallory", forged)
-    con.execute("UPDATE events SET actor = 'mallory', payload = ?, hash = ? WHERE seq = 2", (forged, new_hash))
-    con.commit()
-    con.close()
+    raw(path, "UPDATE events SET actor = 'mallory', payload = ?, hash = ? WHERE seq = 2", (forged, new_hash))
     rep = _verify(path, embedder)
     assert not rep.ok
     assert any(p.startswith("event 3:") and "prev_hash" in p for p in rep.problems), rep.problems
 
 
-def test_verify_detects_deleted_newest_event(tmp_path, embedder):
-    path = tmp_path / "t.db"
+def test_verify_detects_deleted_newest_event(new_store, embedder):
+    path = new_store("t")
     info = _populated(path, embedder)
     tamper(path, "DELETE FROM events WHERE seq = (SELECT max(seq) FROM events)")
     rep = _verify(path, embedder)
@@ -331,8 +387,8 @@ def test_verify_detects_deleted_newest_event(tmp_path, embedder):
     assert any("newest events were removed" in p for p in rep.problems), rep.problems
 
 
-def test_verify_detects_deleted_middle_event(tmp_path, embedder):
-    path = tmp_path / "t.db"
+def test_verify_detects_deleted_middle_event(new_store, embedder):
+    path = new_store("t")
     _populated(path, embedder)
     tamper(path, "DELETE FROM events WHERE seq = 4")
     rep = _verify(path, embedder)
@@ -340,8 +396,8 @@ def test_verify_detects_deleted_middle_event(tmp_path, embedder):
     assert any(p.startswith("event 5:") for p in rep.problems), rep.problems
 
 
-def test_verify_detects_altered_edit_content(tmp_path, embedder):
-    path = tmp_path / "t.db"
+def test_verify_detects_altered_edit_content(new_store, embedder):
+    path = new_store("t")
     info = _populated(path, embedder)
     tamper(path, "UPDATE edits SET target_new = 'Obama' WHERE id = ?", (info["b"],))
     rep = _verify(path, embedder)
@@ -349,8 +405,8 @@ def test_verify_detects_altered_edit_content(tmp_path, embedder):
     assert any(p == f"edit {info['b']}: content was altered after it was stored" for p in rep.problems), rep.problems
 
 
-def test_verify_detects_content_left_in_a_forgotten_edit(tmp_path, embedder):
-    path = tmp_path / "t.db"
+def test_verify_detects_content_left_in_a_forgotten_edit(new_store, embedder):
+    path = new_store("t")
     info = _populated(path, embedder)
     tamper(path, "UPDATE edits SET statement = 'Something to forget.' WHERE id = ?", (info["d"],))
     rep = _verify(path, embedder)
@@ -374,8 +430,8 @@ def _rich_store(s: EditStore) -> dict[str, int]:
     return {"old": old.id, "new": new.id, "pend": pend.id, "rej": rej.id, "gone": gone.id, "kept": kept.id}
 
 
-def test_export_import_export_is_byte_identical(tmp_path, embedder):
-    with EditStore(tmp_path / "a.db", embedder=embedder) as a:
+def test_export_import_export_is_byte_identical(tmp_path, new_store, embedder):
+    with open_store(new_store("a"), embedder=embedder) as a:
         ids = _rich_store(a)
         first = tmp_path / "first.jsonl"
         assert a.export_jsonl(first) == 6
@@ -389,7 +445,7 @@ def test_export_import_export_is_byte_identical(tmp_path, embedder):
     assert next(r for r in records if r["id"] == ids["old"])["superseded_by"] == ids["new"]
     assert next(r for r in records if r["id"] == ids["pend"])["status"] == "pending"
 
-    with EditStore(tmp_path / "b.db", embedder=embedder) as b:
+    with open_store(new_store("b"), embedder=embedder) as b:
         result = b.import_jsonl(first, actor="migrator")
         assert result == {"imported": 6, "skipped": 0, "remapped": False}
         buf = io.StringIO()
@@ -407,24 +463,24 @@ def test_export_import_export_is_byte_identical(tmp_path, embedder):
         assert b.export_jsonl(only, "acme") == 2
 
     # importing the same file again: refused, nothing written
-    with EditStore(tmp_path / "b.db", embedder=embedder) as b:
-        before = raw_counts(b.path)
+    with open_store(new_store("b"), embedder=embedder) as b:
+        before = raw_counts(target_of(b))
         with pytest.raises(ValidationError, match="already exist"):
             b.import_jsonl(first)
-        assert raw_counts(b.path) == before
+        assert raw_counts(target_of(b)) == before
         assert b.import_jsonl(first, skip_existing=True) == {"imported": 0, "skipped": 6, "remapped": False}
-        assert raw_counts(b.path) == before
+        assert raw_counts(target_of(b)) == before
         assert b.verify().ok
 
 
-def test_import_into_non_empty_store_remaps_ids_and_links(tmp_path, embedder):
-    with EditStore(tmp_path / "a.db", embedder=embedder) as a:
+def test_import_into_non_empty_store_remaps_ids_and_links(new_store, embedder):
+    with open_store(new_store("a"), embedder=embedder) as a:
         ids = _rich_store(a)
         src = io.StringIO()
         a.export_jsonl(src)
     by_old = {r["id"]: r for r in map(json.loads, src.getvalue().splitlines()[1:])}
 
-    with EditStore(tmp_path / "c.db", embedder=embedder) as c:
+    with open_store(new_store("c"), embedder=embedder) as c:
         mine = c.add_many([Edit.text(f"Unrelated local edit {i}.") for i in range(3)])
         result = c.import_jsonl(io.StringIO(src.getvalue()))
         assert result["imported"] == 6 and result["remapped"] is True
@@ -458,15 +514,15 @@ def test_import_into_non_empty_store_remaps_ids_and_links(tmp_path, embedder):
         ('{"statement": "bad \\u0000 nul"}', "control character"),
     ],
 )
-def test_malformed_line_names_the_line_and_writes_nothing(tmp_path, embedder, line, needle):
+def test_malformed_line_names_the_line_and_writes_nothing(new_store, embedder, line, needle):
     good = [json.dumps({"statement": f"Fine statement {i}."}) for i in range(4)]
     body = "\n".join(['{"format":"memedit-edits","version":1}', good[0], good[1], line, good[2], good[3]]) + "\n"
-    with EditStore(tmp_path / "m.db", embedder=embedder) as s:
+    with open_store(new_store("m"), embedder=embedder) as s:
         s.add(Edit.text("Already here."))
-        before = raw_counts(s.path)
+        before = raw_counts(target_of(s))
         with pytest.raises(ValidationError, match=rf"line 4: .*{needle}"):
             s.import_jsonl(io.StringIO(body))
-        assert raw_counts(s.path) == before
+        assert raw_counts(target_of(s)) == before
         assert s.verify().ok
 
 
@@ -519,17 +575,15 @@ def test_search_never_crosses_namespaces_and_forget_removes(store):
     assert store.search("Who runs Acme?", "tenant-a", k=10) == []
     assert store.search("Who runs Acme?", "tenant-a", statuses=("forgotten",), k=10) == []
     assert [h.edit.id for h in store.search("Who runs Acme?", "tenant-b", k=10)] == [b.id]
-    con = sqlite3.connect(store.path)
-    row = con.execute("SELECT statement, salt, status FROM edits WHERE id = ?", (a.id,)).fetchone()
-    nvec = con.execute("SELECT count(*) FROM vectors WHERE edit_id = ?", (a.id,)).fetchone()[0]
-    con.close()
-    assert row == (None, None, "forgotten") and nvec == 0
+    row = raw(target_of(store), "SELECT statement, salt, status FROM edits WHERE id = ?", (a.id,))[0]
+    nvec = raw(target_of(store), "SELECT count(*) FROM vectors WHERE edit_id = ?", (a.id,))[0][0]
+    assert tuple(row) == (None, None, "forgotten") and nvec == 0
     assert store.check_index()["consistent"]
     tomb = store.get(a.id)
     assert tomb.status == "forgotten" and tomb.statement is None
 
 
-def test_index_survives_reopen_and_rebuild(tmp_path, embedder):
+def test_index_survives_reopen_and_rebuild(tmp_path, embedder):  # SQLite only: the FAISS file
     path = tmp_path / "r.db"
     with EditStore(path, embedder=embedder) as s:
         e = s.add(Edit.fact("the US", PRES, "Trump"))
@@ -552,9 +606,9 @@ def test_index_survives_reopen_and_rebuild(tmp_path, embedder):
 
 @pytest.mark.parametrize("sql", ["UPDATE edits SET namespace = 'tenant-b' WHERE id = ?",
                                  "UPDATE edits SET status = 'active' WHERE id = ?"])
-def test_verify_detects_namespace_or_status_changed_outside_the_log(tmp_path, embedder, sql):
-    path = tmp_path / "t.db"
-    with EditStore(path, embedder=embedder) as s:
+def test_verify_detects_namespace_or_status_changed_outside_the_log(new_store, embedder, sql):
+    path = new_store("t")
+    with open_store(path, embedder=embedder) as s:
         s.create_namespace("tenant-b")
         e = s.add(Edit.text("A rejected secret of tenant A.", namespace="tenant-a"), status="pending")
         s.reject(e.id)
@@ -593,12 +647,12 @@ def test_forget_erases_rejection_reasons_kept_as_notes(store):
     assert store.verify().ok
 
 
-def test_merge_import_supersedes_the_stores_own_active_edit(tmp_path, embedder):
-    with EditStore(tmp_path / "a.db", embedder=embedder) as a:
+def test_merge_import_supersedes_the_stores_own_active_edit(new_store, embedder):
+    with open_store(new_store("a"), embedder=embedder) as a:
         a.add(Edit.fact("the US", PRES, "Trump"))
         exported = io.StringIO()
         a.export_jsonl(exported)
-    with EditStore(tmp_path / "b.db", embedder=embedder) as b:
+    with open_store(new_store("b"), embedder=embedder) as b:
         old = b.add(Edit.fact("the US", PRES, "Biden"))
         other = b.add(Edit.fact("France", "The capital of {} is", "Lyon"))
         result = b.import_jsonl(io.StringIO(exported.getvalue()))

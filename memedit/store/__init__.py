@@ -1,5 +1,11 @@
-"""The edit memory: SQLite source of truth plus a derived FAISS index."""
-from .chain import Event
-from .sqlite import EditStore, SearchHit, VerifyReport
+"""The edit memory: SQLite source of truth plus a derived FAISS index, or PostgreSQL + pgvector.
 
-__all__ = ["EditStore", "Event", "SearchHit", "VerifyReport"]
+``open_store(target)`` picks the backend: a path is SQLite, a ``postgresql://`` URL PostgreSQL.
+"""
+from .chain import Event
+from .common import SearchHit, VerifyReport
+from .open import copy_store, open_store
+from .postgres import PgEditStore
+from .sqlite import EditStore
+
+__all__ = ["EditStore", "Event", "PgEditStore", "SearchHit", "VerifyReport", "copy_store", "open_store"]

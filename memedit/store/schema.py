@@ -111,6 +111,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX notes_edit ON notes(edit_id);
         """,
     ),
+    (
+        4,
+        "edits by namespace in id order: the audit list pages newest first through a namespace without a sort",
+        """
+        CREATE INDEX edits_ns_id ON edits(namespace, id);
+        """,
+    ),
 ]
 
 

@@ -23,9 +23,8 @@ import secrets
 import sqlite3
 import threading
 import time
-import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -33,45 +32,23 @@ import numpy as np
 import sqlite_utils
 
 from ..config import DEFAULT_NAMESPACE
-from ..edits import LIVE_STATUSES, STATUSES, Edit, clean_text, subject_key, utcnow, validate_namespace
+from ..edits import LIVE_STATUSES, Edit, clean_text, utcnow, validate_namespace
 from ..errors import ConflictError, NotFoundError, StoreError, ValidationError
-from .chain import GENESIS, Event, canonical_json, check_chain, content_hash, event_hash
+from .chain import GENESIS, Event, canonical_json, event_hash
+from .common import CONTENT_COLUMNS as _CONTENT_COLUMNS
+from .common import MAX_QUERY, TEXT_COLUMNS, SearchHit, VerifyReport, check_k, check_list_window, checked_new_edit
+from .common import chunks as _chunks
+from .common import edit_from_row as _edit_from_row
+from .common import extra_filters, like_pattern, new_edit_row, verify_rows
+from .common import progress as _progress
+from .common import statuses as _statuses
 from .index import VectorIndex
 from .schema import apply_migrations
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
-MAX_QUERY = 4000
 WRITE_RETRIES = 8
-_CONTENT_COLUMNS = ("subject", "subject_key", "prompt", "relation_key", "target_new", "target_true",
-                    "paraphrases", "statement", "author", "source", "meta", "salt")
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """One search result: the edit, its best cosine score and the stored text that matched."""
-
-    edit: Edit
-    score: float
-    matched_text: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"edit": self.edit.to_dict(), "score": self.score, "matched_text": self.matched_text}
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What :meth:`EditStore.verify` found; ``ok`` only when every check passed."""
-
-    ok: bool
-    events: int
-    edits: int
-    problems: list[str]
-    head_hash: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class EditStore:
@@ -285,14 +262,7 @@ class EditStore:
         return stored
 
     def _checked(self, edit: Edit, status: str | None) -> Edit:
-        if not isinstance(edit, Edit):
-            raise ValidationError(f"expected an Edit, got {type(edit).__name__}; build one with Edit.fact or Edit.text")
-        edit = edit.validated()
-        status = status or edit.status or "active"
-        if status not in ("active", "pending"):
-            raise ValidationError(f"a new edit starts 'active' or 'pending', not {status!r}")
-        return replace(edit, status=status, id=None, supersedes=None, superseded_by=None, usage_count=0,
-                       last_used_at=None, committed=False)
+        return checked_new_edit(edit, status)
 
     def _check_embedder(self) -> None:
         name, dim = self._meta("embedder"), self._meta("dim")
@@ -312,24 +282,8 @@ class EditStore:
         ns = edit.namespace
         if not self._row("SELECT 1 FROM namespaces WHERE name = ?", [ns]):
             self._insert_namespace(ns, actor)
-        now = utcnow()
-        keep = keep or {}
-        salt = secrets.token_bytes(16)
-        digest = content_hash(edit.content(), salt)
-        row = {
-            "uid": keep.get("uid") or uuid.uuid4().hex, "namespace": ns, "kind": edit.kind, "status": edit.status,
-            "subject": edit.subject, "subject_key": subject_key(edit.subject) if edit.subject else None,
-            "prompt": edit.prompt, "relation_key": edit.relation, "target_new": edit.target_new,
-            "target_true": edit.target_true, "paraphrases": json.dumps(list(edit.paraphrases), ensure_ascii=False),
-            "statement": edit.statement, "author": edit.author, "source": edit.source,
-            "meta": canonical_json(edit.meta), "usage_count": keep.get("usage_count", 0),
-            "last_used_at": keep.get("last_used_at"), "committed": int(bool(keep.get("committed", False))),
-            "created_at": keep.get("created_at") or now, "updated_at": keep.get("updated_at") or now,
-            "content_hash": digest, "salt": salt, "gen": gen,
-            "supersedes": keep.get("supersedes"), "superseded_by": keep.get("superseded_by"),
-        }
-        if "id" in keep:
-            row["id"] = keep["id"]
+        row = new_edit_row(edit, gen, keep)
+        digest = row["content_hash"]
         cols = ", ".join(row)
         cur = self._conn.execute(f"INSERT INTO edits({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
         edit_id = int(cur.lastrowid)
@@ -544,22 +498,29 @@ class EditStore:
             return self._get(edit_id)
 
     def list(self, namespace: str | None = None, *, status: str | Sequence[str] | None = None,
-             author: str | None = None, text: str | None = None, limit: int = 100, offset: int = 0) -> list[Edit]:
-        """Edits, newest first, filtered by namespace, status, author and a substring of their text."""
-        where, params = self._filters(namespace, status, author, text)
-        if not (0 < limit <= 100_000) or offset < 0:
-            raise ValidationError("limit must be in 1..100000 and offset >= 0")
+             author: str | None = None, text: str | None = None, limit: int = 100, offset: int = 0,
+             **filters: Any) -> list[Edit]:
+        """Edits, newest first, filtered by namespace, status, author and a substring of their text.
+
+        ``filters``: ``source``, ``committed``, ``min_uses``, ``since``, ``until``
+        (see :func:`memedit.store.common.extra_filters`).
+        """
+        where, params = self._filters(namespace, status, author, text, **filters)
+        check_list_window(limit, offset)
         rows = self.db.query(f"SELECT * FROM edits {where} ORDER BY id DESC LIMIT ? OFFSET ?", [*params, limit, offset])
         return [_edit_from_row(r) for r in rows]
 
     def count(self, namespace: str | None = None, *, status: str | Sequence[str] | None = None,
-              author: str | None = None, text: str | None = None) -> int:
-        where, params = self._filters(namespace, status, author, text)
+              author: str | None = None, text: str | None = None, **filters: Any) -> int:
+        where, params = self._filters(namespace, status, author, text, **filters)
         return int(self._row(f"SELECT count(*) AS n FROM edits {where}", params)["n"])
 
     def _filters(self, namespace: str | None, status: str | Sequence[str] | None, author: str | None,
-                 text: str | None) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+                 text: str | None, *, source: str | None = None, committed: bool | None = None,
+                 min_uses: int | None = None, since: str | None = None,
+                 until: str | None = None) -> tuple[str, list[Any]]:
+        clauses, params = extra_filters("?", source=source, committed=committed, min_uses=min_uses, since=since,
+                                        until=until, ilike="LIKE")
         if namespace is not None:
             clauses.append("namespace = ?")
             params.append(self.require_namespace(namespace))
@@ -571,9 +532,8 @@ class EditStore:
             clauses.append("author = ?")
             params.append(author)
         if text:
-            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in
-                                             ("subject", "prompt", "target_new", "statement", "paraphrases")) + ")")
+            like = like_pattern(text)
+            clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in TEXT_COLUMNS) + ")")
             params.extend([like] * 5)
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
@@ -607,8 +567,7 @@ class EditStore:
     def search_vector(self, qvec: np.ndarray, namespace: str = DEFAULT_NAMESPACE, *, k: int = 5,
                       statuses: Sequence[str] = ("active",), min_score: float | None = None) -> list[SearchHit]:
         """Like :meth:`search` for an already-embedded query (unit vector)."""
-        if not isinstance(k, int) or isinstance(k, bool) or not 0 < k <= 1000:
-            raise ValidationError("k must be an integer in 1..1000")
+        check_k(k)
         statuses = _statuses(statuses) or ("active",)
         qvec = np.asarray(qvec, dtype=np.float32).reshape(-1)
         with self._lock:
@@ -806,42 +765,7 @@ class EditStore:
                 head, count = self._meta("head_hash"), self._meta("event_count")
             finally:
                 self._conn.execute("COMMIT")
-        problems = check_chain(rows)
-        last = rows[-1]["hash"] if rows else GENESIS
-        if (head or GENESIS) != last or int(count or 0) != len(rows):
-            problems.append("the newest events were removed (chain head or count differs from the recorded head)")
-        first_hash: dict[int, str] = {}
-        derived: dict[int, dict[str, Any]] = {}  # what the log says each edit's state must be
-        for r in rows:
-            edit_id = r["edit_id"]
-            if edit_id is None:
-                continue
-            payload = json.loads(r["payload"])
-            if r["kind"] in ("add", "import") and edit_id not in first_hash:
-                first_hash[edit_id] = payload.get("content_hash")
-                derived[edit_id] = {"status": payload.get("status"), "namespace": r["namespace"], "committed": False}
-            elif edit_id in derived:
-                state = derived[edit_id]
-                state["status"] = _STATUS_AFTER.get(r["kind"], state["status"])
-                if r["kind"] in ("commit", "revert"):
-                    state["committed"] = r["kind"] == "commit"
-        for row in edits:
-            if first_hash.get(row["id"]) != row["content_hash"]:
-                problems.append(f"edit {row['id']}: content hash differs from the one in its add event")
-            state = derived.get(row["id"])
-            if state and (state["status"], state["namespace"]) != (row["status"], row["namespace"]):
-                problems.append(f"edit {row['id']}: status/namespace ({row['status']}, {row['namespace']}) differ from "
-                                f"its history ({state['status']}, {state['namespace']})")
-            if state and row["status"] != "forgotten" and state["committed"] != bool(row["committed"]):
-                problems.append(f"edit {row['id']}: committed flag differs from its commit/revert events")
-            if row["status"] == "forgotten":
-                if any(row[c] is not None for c in _CONTENT_COLUMNS):
-                    problems.append(f"edit {row['id']}: forgotten but content remains")
-                continue
-            edit = _edit_from_row(row)
-            if content_hash(edit.content(), row["salt"] or b"") != row["content_hash"]:
-                problems.append(f"edit {row['id']}: content was altered after it was stored")
-        return VerifyReport(ok=not problems, events=len(rows), edits=len(edits), problems=problems, head_hash=last)
+        return verify_rows(rows, edits, head, count)
 
     # ---- transfer -------------------------------------------------------------
     def export_jsonl(self, out: Any, namespace: str | None = None) -> int:
@@ -858,50 +782,6 @@ class EditStore:
         return import_jsonl(self, source, actor=actor, skip_existing=skip_existing, progress=progress)
 
 
-_STATUS_AFTER = {"approve": "active", "reject": "rejected", "supersede": "superseded", "forget": "forgotten"}
-
-
-def _edit_from_row(row: dict[str, Any]) -> Edit:
-    return Edit(
-        kind=row["kind"], statement=row["statement"], subject=row["subject"], prompt=row["prompt"],
-        target_new=row["target_new"], target_true=row["target_true"],
-        paraphrases=tuple(json.loads(row["paraphrases"])) if row["paraphrases"] else (),
-        namespace=row["namespace"], author=row["author"], source=row["source"], id=row["id"], uid=row["uid"],
-        status=row["status"], supersedes=row["supersedes"], superseded_by=row["superseded_by"],
-        usage_count=row["usage_count"], last_used_at=row["last_used_at"], committed=bool(row["committed"]),
-        created_at=row["created_at"], updated_at=row["updated_at"],
-        meta=json.loads(row["meta"]) if row["meta"] else {},
-    )
-
-
-def _statuses(status: str | Sequence[str] | None) -> tuple[str, ...]:
-    if status is None:
-        return ()
-    values = (status,) if isinstance(status, str) else tuple(status)
-    bad = [s for s in values if s not in STATUSES]
-    if bad:
-        raise ValidationError(f"unknown status {bad[0]!r}; use one of {STATUSES}")
-    return values
-
-
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
-
-
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="edit")
