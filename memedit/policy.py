@@ -1,0 +1,260 @@
+"""Per-namespace policy against bad corrections: review, sharing, rate limits, contradictions.
+
+>>> from memedit import Edit, EditStore
+>>> from memedit.policy import Policy, NamespacePolicy
+>>> store = EditStore("/tmp/policy-demo.db")                                       # doctest: +SKIP
+>>> policy = Policy(store, default=NamespacePolicy(chat_status="pending", max_edits=20, window_s=3600))
+>>> e = policy.submit(Edit.text("The CEO of Acme is Jane Roe.", author="u1"), channel="chat")  # doctest: +SKIP
+>>> e.status                                                                       # doctest: +SKIP
+'pending'
+
+Built on the store's public API only (``add``, ``list``, ``history``), so it
+works over any store with the :class:`~memedit.store.EditStore` interface.
+
+* **Review.** A correction from a chat user starts ``pending`` or ``active``
+  (``NamespacePolicy.chat_status``); edits through the API start
+  ``api_status``. :meth:`Policy.is_approved` is true only for an active edit
+  that did not come from a chat user unreviewed, or that was approved (an
+  ``approve`` event in its history). Only approved edits may be shared beyond
+  their author's namespace (:meth:`Policy.share`) or committed to the weights
+  (:meth:`Policy.committable`).
+* **Rate limits.** At most ``max_edits`` new edits per author (per namespace)
+  in a sliding window of ``window_s`` seconds; more raise
+  :class:`RateLimitedError` and nothing is stored.
+* **Configuration.** :meth:`Policy.from_file` reads ``{"default": {...},
+  "namespaces": {"acme": {...}}}`` (``memedit serve --policy-file``); a
+  namespace without its own entry uses its nearest configured parent's.
+* **Contradictions.** A new fact edit whose subject and relation match an
+  approved active edit of the namespace but whose target differs is stored
+  ``pending`` with a flag in its ``meta`` (``{"flag": "contradicts",
+  "conflicts_with": [ids]}``) instead of silently superseding the approved
+  one; a reviewer approves it (it then supersedes) or rejects it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .edits import Edit, relation_key, subject_key
+from .errors import ConflictError, ValidationError
+
+CHANNELS = ("chat", "api", "cli", "import")
+NEW_STATUSES = ("pending", "active")
+#: ``meta`` key recording where an edit came from (``chat`` edits need review before sharing/committing)
+ORIGIN_KEY = "origin"
+
+
+class RateLimitedError(ConflictError):
+    """An author made too many edits in the policy's window; nothing was stored. ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class NamespacePolicy:
+    """The rules of one namespace (or the default for all)."""
+
+    chat_status: str = "pending"     # new corrections from chat users
+    api_status: str = "active"       # new edits through the API / CLI by a token holder
+    max_edits: int = 30              # per author in the window; 0 disables the limit
+    window_s: float = 3600.0
+    check_contradictions: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("chat_status", "api_status"):
+            if getattr(self, name) not in NEW_STATUSES:
+                raise ValidationError(f"{name} must be one of {NEW_STATUSES}, got {getattr(self, name)!r}")
+        if not isinstance(self.max_edits, int) or isinstance(self.max_edits, bool) or self.max_edits < 0:
+            raise ValidationError("max_edits must be a non-negative integer (0: no limit)")
+        if not isinstance(self.window_s, (int, float)) or not 0 < float(self.window_s) <= 86400 * 31:
+            raise ValidationError("window_s must be a number of seconds in (0, 31 days]")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NamespacePolicy":
+        if not isinstance(data, dict):
+            raise ValidationError("a namespace policy must be a JSON object")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValidationError(f"unknown policy field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class SlidingWindow:
+    """Timestamps of recent events per key; ``hit`` refuses once ``limit`` fall inside ``window_s``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._events: dict[Any, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: Any, limit: int, window_s: float, n: int = 1) -> float:
+        """Seconds to wait before ``n`` more events fit (0.0: they fit now). Records nothing."""
+        if limit <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            q = self._events.setdefault(key, deque())
+            while q and q[0] <= now - window_s:
+                q.popleft()
+            if len(q) + n <= limit:
+                return 0.0
+            if n > limit:
+                return float(window_s)
+            # the (len+n-limit)-th oldest must expire first
+            return max(0.0, q[len(q) + n - limit - 1] + window_s - now)
+
+    def record(self, key: Any, n: int = 1) -> None:
+        with self._lock:
+            now = self._clock()
+            self._events.setdefault(key, deque()).extend([now] * n)
+
+
+@dataclass
+class Policy:
+    """Applies :class:`NamespacePolicy` rules when edits are submitted; see the module docstring."""
+
+    store: Any
+    default: NamespacePolicy = field(default_factory=NamespacePolicy)
+    namespaces: dict[str, NamespacePolicy] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._window = SlidingWindow(self.clock)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_dict(cls, store: Any, doc: dict[str, Any], **kwargs: Any) -> "Policy":
+        """``{"default": {...}, "namespaces": {"acme": {...}}}`` (each a :class:`NamespacePolicy`'s fields)."""
+        if not isinstance(doc, dict) or set(doc) - {"default", "namespaces"}:
+            raise ValidationError('a policy file is {"default": {...}, "namespaces": {"name": {...}}}')
+        from .edits import validate_namespace
+
+        per_ns = doc.get("namespaces") or {}
+        if not isinstance(per_ns, dict):
+            raise ValidationError('"namespaces" must map namespace names to policies')
+        return cls(store, default=NamespacePolicy.from_dict(doc.get("default") or {}),
+                   namespaces={validate_namespace(k): NamespacePolicy.from_dict(v) for k, v in per_ns.items()}, **kwargs)
+
+    @classmethod
+    def from_file(cls, store: Any, path: str | os.PathLike[str], **kwargs: Any) -> "Policy":
+        """Read :meth:`from_dict`'s document from a JSON file."""
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValidationError(f"cannot read policy file {path}: {exc}") from exc
+        return cls.from_dict(store, doc, **kwargs)
+
+    def rules(self, namespace: str) -> NamespacePolicy:
+        """The rules for ``namespace``: its own, else the nearest parent's (``acme`` for ``acme/u1``), else the default."""
+        parts = namespace.split("/")
+        for i in range(len(parts), 0, -1):
+            rules = self.namespaces.get("/".join(parts[:i]))
+            if rules is not None:
+                return rules
+        return self.default
+
+    def status_for(self, namespace: str, channel: str = "chat") -> str:
+        """The status a new edit from ``channel`` starts with in ``namespace`` (for chat front ends)."""
+        rules = self.rules(namespace)
+        return rules.chat_status if channel == "chat" else rules.api_status
+
+    # ---- submitting -----------------------------------------------------------
+    def submit(self, edit: Edit, *, channel: str = "api", actor: str | None = None,
+               status: str | None = None) -> Edit:
+        """Validate, rate-limit and contradiction-check ``edit``, then store it; returns the stored edit.
+
+        ``status`` (``pending``/``active``) may only make an edit stricter
+        than the policy: a chat correction under a ``pending`` policy cannot
+        ask to be ``active``.
+        """
+        if channel not in CHANNELS:
+            raise ValidationError(f"channel must be one of {CHANNELS}, got {channel!r}")
+        if not isinstance(edit, Edit):
+            raise ValidationError("expected an Edit")
+        edit = edit.validated()
+        rules = self.rules(edit.namespace)
+        start = rules.chat_status if channel == "chat" else rules.api_status
+        if status is not None:
+            if status not in NEW_STATUSES:
+                raise ValidationError(f"a new edit starts 'active' or 'pending', not {status!r}")
+            if start == "pending" and status == "active":
+                raise ValidationError(f"namespace {edit.namespace!r} requires review: {channel} edits start pending")
+            start = status
+        meta = dict(edit.meta)
+        meta[ORIGIN_KEY] = channel
+        conflicts = self.contradictions(edit) if rules.check_contradictions else []
+        if conflicts:
+            start = "pending"
+            meta.update(flag="contradicts", conflicts_with=conflicts)
+        key = (edit.namespace, edit.author or actor or "")
+        with self._lock:  # check and record under one lock so racing submits cannot both slip in
+            wait = self._window.check(key, rules.max_edits, rules.window_s)
+            if wait > 0:
+                raise RateLimitedError(
+                    f"author {key[1] or '(anonymous)'!r} made {rules.max_edits} edits in {edit.namespace!r} within "
+                    f"{rules.window_s:g} s; try again in {wait:.0f} s", retry_after=wait)
+            stored = self.store.add(replace(edit, meta=meta), status=start, actor=actor)
+            self._window.record(key)
+        return stored
+
+    def contradictions(self, edit: Edit) -> list[int]:
+        """Ids of approved active edits with the same subject and relation as ``edit`` but another target."""
+        if edit.kind != "fact" or not edit.subject or not edit.prompt:
+            return []
+        subj, rel = subject_key(edit.subject), relation_key(edit.prompt)
+        target = (edit.target_new or "").casefold().strip()
+        out = []
+        for other in self._same_subject(edit.namespace, edit.subject):
+            if (other.kind == "fact" and other.subject and other.prompt and subject_key(other.subject) == subj
+                    and relation_key(other.prompt) == rel and (other.target_new or "").casefold().strip() != target
+                    and self.is_approved(other)):
+                out.append(int(other.id))  # type: ignore[arg-type]
+        return out
+
+    def _same_subject(self, namespace: str, subject: str) -> Iterable[Edit]:
+        try:
+            return self.store.list(namespace, status="active", text=subject, limit=1000)
+        except Exception as exc:  # a namespace that does not exist yet has nothing to contradict
+            from .errors import NotFoundError
+
+            if isinstance(exc, NotFoundError):
+                return []
+            raise
+
+    # ---- review state ---------------------------------------------------------
+    def is_approved(self, edit: Edit | int) -> bool:
+        """True for an active edit that was approved, or that did not need review (not an unreviewed chat edit)."""
+        if not isinstance(edit, Edit):
+            edit = self.store.get(edit)
+        if edit.status != "active":
+            return False
+        if edit.meta.get(ORIGIN_KEY) != "chat" and not edit.meta.get("flag"):
+            return True
+        return any(ev.kind == "approve" for ev in self.store.history(edit.id))
+
+    def committable(self, edits: Iterable[Edit]) -> list[Edit]:
+        """The subset of ``edits`` that may be committed to the weights (approved ones only)."""
+        return [e for e in edits if self.is_approved(e)]
+
+    def share(self, edit_id: int, namespace: str, *, actor: str | None = None) -> Edit:
+        """Copy an approved edit into another namespace (provenance kept in ``meta.shared_from``)."""
+        edit = self.store.get(edit_id)
+        if namespace == edit.namespace:
+            raise ValidationError("an edit is already in its own namespace")
+        if not self.is_approved(edit):
+            raise ConflictError(f"edit {edit_id} is not approved; only approved edits are shared beyond "
+                                f"{edit.namespace!r}")
+        copy = replace(edit, namespace=namespace, meta={**edit.meta, "shared_from": edit.id, ORIGIN_KEY: "api"},
+                       id=None, uid=None)
+        return self.store.add(copy, status="active", actor=actor)

@@ -1,0 +1,112 @@
+"""The audit web app: ``create_app(store, tokens=...)`` returns a FastAPI app serving the page and the API.
+
+>>> from memedit import EditStore
+>>> from memedit.web.app import create_app
+>>> from memedit.web.auth import TokenFile, tokens_path_for
+>>> store = EditStore("stores/default.db")                                    # doctest: +SKIP
+>>> tokens, admin_secret = TokenFile.open(tokens_path_for(store.path))        # doctest: +SKIP
+>>> app = create_app(store, tokens=tokens)                                    # doctest: +SKIP
+>>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8765)            # doctest: +SKIP
+
+``memedit serve`` does exactly this (and prints the admin token the first
+time). The store is shared by the app's worker threads under one lock: SQLite
+has one connection per store object, and the index is in memory.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .. import __version__
+from ..errors import ConflictError, MemeditError, NotFoundError, StoreError, ValidationError
+from ..policy import NamespacePolicy, Policy, RateLimitedError
+from .api import AuthError
+from .api import router as api_router
+from .auth import Sessions, TokenFile, tokens_path_for
+from .pages import router as pages_router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """What every request handler reaches through ``request.app.state.memedit``."""
+
+    store: Any
+    tokens: TokenFile
+    policy: Policy
+    sessions: Sessions = field(default_factory=Sessions)
+    public_read: frozenset[str] = frozenset()
+    lock: Any = field(default_factory=threading.RLock)
+    secure_cookies: bool = False
+
+
+def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | NamespacePolicy | None = None,
+               public_read: Iterable[str] = (), secure_cookies: bool = False) -> FastAPI:
+    """The app over ``store``.
+
+    ``tokens``: the token file (default: beside the store, created with an
+    admin token that is logged once). ``policy``: a :class:`Policy` or the
+    default :class:`NamespacePolicy` for every namespace. ``public_read``:
+    namespaces anyone may read without a token (default none).
+    ``secure_cookies``: mark cookies Secure (serve behind HTTPS).
+    """
+    if tokens is None:
+        if getattr(store, "path", None) is None:
+            raise ValidationError("this store has no file path to keep tokens beside: pass tokens=TokenFile.open(path)[0]")
+        tokens, secret = TokenFile.open(tokens_path_for(store.path))
+        if secret:
+            log.warning("created admin token (shown once): %s", secret)
+    if policy is None or isinstance(policy, NamespacePolicy):
+        policy = Policy(store, default=policy or NamespacePolicy())
+    app = FastAPI(title="memedit audit", version=__version__,
+                  description="Audit, approve and forget the edits in a memedit store.")
+    app.state.memedit = AppState(store=store, tokens=tokens, policy=policy, public_read=frozenset(public_read),
+                                 secure_cookies=secure_cookies)
+    app.include_router(api_router)
+    app.include_router(pages_router)
+    _install_errors(app)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.url.path.startswith("/ui"):
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+        return response
+
+    return app
+
+
+_STATUS = ((RateLimitedError, 429), (ValidationError, 422), (NotFoundError, 404), (ConflictError, 409),
+           (StoreError, 503))
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(AuthError)
+    async def _auth(request: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": str(exc), "type": "AuthError"}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(MemeditError)
+    async def _memedit(request: Request, exc: MemeditError) -> JSONResponse:
+        status = next((code for t, code in _STATUS if isinstance(exc, t)), 400)
+        headers = {"Retry-After": str(max(1, int(exc.retry_after)))} if isinstance(exc, RateLimitedError) else None
+        return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return JSONResponse({"error": f"bad request: {problems}", "type": "ValidationError",
+                             "detail": jsonable_encoder(exc.errors())}, status_code=422)

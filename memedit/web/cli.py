@@ -1,0 +1,190 @@
+"""``memedit serve`` (the audit page and API) and ``memedit tokens`` (who may use them).
+
+    memedit serve                              # http://127.0.0.1:8765/ui/ ; prints the admin token on first start
+    memedit serve --port 9000 --policy-chat-status active --rate-limit 50/3600
+    memedit serve --policy-file policy.json   # {"default": {...}, "namespaces": {"acme": {"chat_status": "active"}}}
+    memedit tokens add alice --namespace 'acme/*' --write
+    memedit tokens list --json
+    memedit tokens revoke alice
+
+Tokens live hashed in a JSON file beside the store (``x.db`` ->
+``x.tokens.json``, or ``--tokens PATH``). FastAPI and uvicorn come with the
+``web`` extra (``pip install 'memedit[web]'``); this module imports them only
+when ``serve`` runs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import default_store_path
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer(add_completion=False)
+tokens_app = typer.Typer(help="Create, list and revoke API tokens for 'memedit serve'.", no_args_is_help=True,
+                         add_completion=False)
+app.add_typer(tokens_app, name="tokens", help="Create, list and revoke API tokens for 'memedit serve'.")
+
+StoreOpt = Annotated[Optional[str], typer.Option("--store", "-s", help="SQLite store file or postgresql:// URL (default ./stores/default.db or $MEMEDIT_STORE).")]
+TokensOpt = Annotated[Optional[Path], typer.Option("--tokens", help="Token file (default: beside the store, x.tokens.json).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _tokens_path(store: str | None, tokens: Path | None) -> Path:
+    """``--tokens``, else beside the SQLite store; a PostgreSQL store needs ``--tokens``."""
+    from ..errors import ValidationError
+    from .auth import tokens_path_for
+
+    if tokens is not None:
+        return tokens
+    target = store or os.environ.get("MEMEDIT_STORE") or str(default_store_path())
+    if "://" in target:
+        raise ValidationError("a PostgreSQL store has no directory for the token file: pass --tokens PATH")
+    return tokens_path_for(target)
+
+
+def _fail(exc: Exception, as_json: bool) -> None:
+    from ..errors import NotFoundError, StoreError, ValidationError
+
+    code = 2 if isinstance(exc, ValidationError) else 3 if isinstance(exc, NotFoundError) else 5 if isinstance(exc, StoreError) else 1
+    if as_json:
+        print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+    else:
+        typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+def parse_rate(value: str) -> tuple[int, float]:
+    """``"30/3600"`` -> (30 edits, 3600 s); ``"0"`` disables the limit."""
+    from ..errors import ValidationError
+
+    if value.strip() == "0":
+        return 0, 3600.0
+    n, sep, window = value.partition("/")
+    try:
+        return int(n), float(window) if sep else 3600.0
+    except ValueError:
+        raise ValidationError(f"rate limit must look like EDITS/SECONDS (e.g. 30/3600), got {value!r}") from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    policy_chat_status: Annotated[str, typer.Option(help="Status of new corrections from chat users: pending or active.")] = "pending",
+    rate_limit: Annotated[str, typer.Option(help="Edits per author per window, EDITS/SECONDS (0: no limit).")] = "30/3600",
+    policy_file: Annotated[Optional[Path], typer.Option(help='Per-namespace policies, JSON: {"default": {...}, "namespaces": {"acme": {"chat_status": "active", "max_edits": 100}}}; overrides the two options above.')] = None,
+    public_read: Annotated[Optional[list[str]], typer.Option(help="Namespace anyone may read without a token (repeatable).")] = None,
+    secure_cookies: Annotated[bool, typer.Option(help="Mark cookies Secure (when served behind HTTPS).")] = False,
+    store: StoreOpt = None, tokens: TokensOpt = None,
+) -> None:
+    """Serve the audit page (/ui/) and the HTTP API (/api, schema at /openapi.json)."""
+    try:
+        import uvicorn
+
+        from ..policy import NamespacePolicy, Policy
+        from ..store.open import open_store
+        from .app import create_app
+        from .auth import TokenFile
+    except ModuleNotFoundError as exc:
+        typer.echo(f"error: {exc.name} is missing; install the web extra: pip install 'memedit[web]'", err=True)
+        raise typer.Exit(2) from None
+    from ..errors import MemeditError
+
+    try:
+        max_edits, window = parse_rate(rate_limit)
+        rules = NamespacePolicy(chat_status=policy_chat_status, max_edits=max_edits, window_s=window)
+        token_file, secret = TokenFile.open(_tokens_path(store, tokens))
+        s = open_store(store)
+        policy = Policy.from_file(s, policy_file) if policy_file else Policy(s, default=rules)
+    except MemeditError as exc:
+        _fail(exc, False)
+        return
+    if secret:
+        typer.echo(f"Created the admin token (all namespaces, read and write). It is shown only now:\n\n  {secret}\n\n"
+                   f"Stored hashed in {token_file.path}. Sign in at http://{host}:{port}/ui/login")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: anyone who can reach this address can try tokens; use HTTPS in front", host)
+    app_ = create_app(s, tokens=token_file, policy=policy, public_read=public_read or (), secure_cookies=secure_cookies)
+    try:
+        uvicorn.run(app_, host=host, port=port, log_level="info")
+    finally:
+        s.close()
+
+
+@tokens_app.command("add")
+def tokens_add(
+    name: Annotated[str, typer.Argument(help="A name for the token (shown as the actor in the audit log).")],
+    namespace: Annotated[list[str], typer.Option("--namespace", "-n", help="Namespace, 'ns/*' or '*' (repeatable).")],
+    write: Annotated[bool, typer.Option("--write", help="Allow changes (approve, reject, supersede, forget, add).")] = False,
+    store: StoreOpt = None, tokens: TokensOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create a token; its secret is printed once."""
+    from ..errors import MemeditError
+    from .auth import TokenFile
+
+    try:
+        tf, first = TokenFile.open(_tokens_path(store, tokens))
+        secret = tf.create(name, namespaces=namespace, write=write)
+    except MemeditError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        print(json.dumps({"name": name, "token": secret, "namespaces": namespace, "write": write,
+                          **({"admin_token": first} if first else {})}))
+    else:
+        if first:
+            typer.echo(f"(created the token file with an admin token: {first})")
+        typer.echo(f"token {name}: {secret}")
+
+
+@tokens_app.command("list")
+def tokens_list(store: StoreOpt = None, tokens: TokensOpt = None, as_json: JsonOpt = False) -> None:
+    """List tokens (names and permissions; secrets are never stored)."""
+    from ..errors import MemeditError
+    from .auth import TokenFile
+
+    path = _tokens_path(store, tokens)
+    try:
+        if not path.exists():
+            from ..errors import NotFoundError
+
+            raise NotFoundError(f"no token file at {path}; 'memedit serve' or 'memedit tokens add' creates it")
+        rows = TokenFile.open(path)[0].list()
+    except MemeditError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            typer.echo(f"{r['name']}\t{','.join(r['namespaces'])}\t{'write' if r['write'] else 'read'}\t{r['created_at']}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")], store: StoreOpt = None,
+                  tokens: TokensOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke a token: API calls and browser sessions using it fail from the next request."""
+    from ..errors import MemeditError
+    from .auth import TokenFile
+
+    path = _tokens_path(store, tokens)
+    try:
+        if not path.exists():
+            from ..errors import NotFoundError
+
+            raise NotFoundError(f"no token file at {path}")
+        TokenFile.open(path, create_admin=False)[0].revoke(name)
+    except MemeditError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        print(json.dumps({"revoked": name}))
+    else:
+        typer.echo(f"revoked {name}")
