@@ -52,6 +52,11 @@ class Answer:
         return [u.edit for u in self.used]
 
     @property
+    def hops(self) -> list[dict[str, Any]]:
+        """MeLLo's hop steps from ``trace`` (sub-question, tentative answer, retrieved edits, decision); [] otherwise."""
+        return [s for s in self.trace if s.get("step") == "hop"]
+
+    @property
     def scores(self) -> list[float]:
         return [u.scope_probability for u in self.used]
 

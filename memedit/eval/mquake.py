@@ -1,0 +1,456 @@
+"""MQuAKE evaluation: multi-hop questions over edited facts (MeLLo and baselines).
+
+    memedit eval mquake --data ../shared/data/mquake/mquake-cf-dev.jsonl --limit 20 --mode both \\
+        --methods mello,base,ike --json /tmp/mquake.json --plot /tmp/mquake.png
+
+>>> from memedit.eval.mquake import load_mquake
+>>> cases = load_mquake("../shared/data/mquake/mquake-cf-dev.jsonl")     # doctest: +SKIP
+>>> len(cases), cases[0].edits[0].sentence()                               # doctest: +SKIP
+(200, 'Ellie Kemper is a citizen of Croatia')
+
+Metrics (Zhong et al., 2023):
+
+* **multi-hop accuracy**: a case counts if any of its three paraphrased
+  questions is answered with ``new_answer`` or one of its aliases (the answer
+  contains it, case-insensitively);
+* **edit-wise accuracy**: each requested rewrite's own single-hop question is
+  answered with its new target;
+* **hop-by-hop trace accuracy** (MeLLo): the share of a question's hops whose
+  intermediate answer is the new chain's entity at that hop, the share of
+  questions with every hop right, and the share whose relation chain equals the
+  dataset's;
+* everything over all cases and over the **known-facts** subset, where the
+  unedited model answers every one of the case's unedited single hops
+  correctly (its ``single_hops``, asked as the relation's cloze after the same
+  few real examples MeLLo uses); a second subset, **known-new**, adds the new
+  chain's hops that no edit covers (the facts MeLLo must take from the model).
+
+Methods: ``mello`` (structured MeLLo over the store), ``base`` (the unedited
+model, question alone), ``ike`` (IKE with all of the case's edits in context).
+Modes: ``single`` (one namespace per case) and ``batch`` (every case's edits in
+one namespace: other cases' edits are distractors, and an edit of the same
+subject and relation in a later case supersedes an earlier one).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from ..edits import Edit
+from ..errors import MemeditError, ValidationError
+from ..methods.multihop import fold
+
+log = logging.getLogger(__name__)
+
+METHODS = ("mello", "base", "ike")
+MODES = ("single", "batch")
+
+
+@dataclass(frozen=True)
+class SingleHop:
+    question: str
+    cloze: str
+    answers: tuple[str, ...]          # answer and aliases
+    subject: str
+    relation: str
+
+
+@dataclass(frozen=True)
+class MQuAKECase:
+    case_id: str
+    edits: tuple[Edit, ...]
+    edit_questions: tuple[tuple[str, tuple[str, ...]], ...]   # (rewrite question, accepted new answers)
+    questions: tuple[str, ...]
+    answers: tuple[str, ...]           # original answer + aliases
+    new_answers: tuple[str, ...]       # new answer + aliases
+    single_hops: tuple[SingleHop, ...]
+    new_single_hops: tuple[SingleHop, ...]
+    edited_hops: tuple[int, ...]       # indices of the new chain's hops that an edit covers
+
+    @property
+    def relations(self) -> tuple[str, ...]:
+        return tuple(h.relation for h in self.single_hops)
+
+
+def _names(d: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([d["answer"], *d.get("answer_alias", [])]))
+
+
+def load_mquake(path: str | Path) -> list[MQuAKECase]:
+    """MQuAKE-CF records as cases (a malformed record raises ValidationError naming the line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValidationError(f"no data file at {p}")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{p}:{n}"
+        try:
+            rec = json.loads(line)
+            edits, eqs = [], []
+            for rw in rec["requested_rewrite"]:
+                edits.append(Edit.fact(rw["subject"], rw["prompt"], rw["target_new"]["str"],
+                                       target_true=rw["target_true"]["str"], source=where))
+                eqs.append((rw["question"], (rw["target_new"]["str"],)))
+            orig, new = rec["orig"]["triples_labeled"], rec["orig"]["new_triples_labeled"]
+            rels = [t[1] for t in rec["orig"]["triples"]]
+            sh = tuple(SingleHop(h["question"], h["cloze"], _names(h), orig[i][0], rels[i])
+                       for i, h in enumerate(rec["single_hops"]))
+            nsh = tuple(SingleHop(h["question"], h["cloze"], _names(h), new[i][0], rels[i])
+                        for i, h in enumerate(rec["new_single_hops"]))
+            edit_set = {tuple(t) for t in rec["orig"]["edit_triples"]}
+            edited = tuple(i for i, t in enumerate(rec["orig"]["new_triples"]) if tuple(t) in edit_set)
+            # an edit question accepts the new hop's aliases too
+            eqs = [(q, tuple(dict.fromkeys([*a, *next((h.answers for h in nsh if h.question == q), ())])))
+                   for q, a in eqs]
+            out.append(MQuAKECase(str(rec["case_id"]), tuple(edits), tuple(eqs), tuple(rec["questions"]),
+                                  _names({"answer": rec["answer"], "answer_alias": rec.get("answer_alias", [])}),
+                                  _names({"answer": rec["new_answer"],
+                                          "answer_alias": rec.get("new_answer_alias", [])}), sh, nsh, edited))
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise ValidationError(f"{where}: not an MQuAKE record ({type(exc).__name__}: {exc})") from exc
+    if not out:
+        raise ValidationError(f"{p} holds no records")
+    return out
+
+
+def hit(answer: str, expected: Sequence[str]) -> bool:
+    """The answer names one of the expected strings (case-insensitive containment, either way for short answers)."""
+    a = fold(answer)
+    if not a:
+        return False
+    for e in expected:
+        f = fold(e)
+        if f and (f in a or (len(a) >= 4 and a == f)):
+            return True
+    return False
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    n_hops: int
+    n_edits: int
+    known: bool | None = None          # all unedited single hops answered right by the unedited model
+    known_new: bool | None = None      # ... and the new chain's unedited hops
+    multi_hop: dict[str, bool] = field(default_factory=dict)     # method -> any question right
+    answers: dict[str, list[str]] = field(default_factory=dict)  # method -> answers per question asked
+    edit_wise: dict[str, list[bool]] = field(default_factory=dict)
+    hop_accuracy: list[float] = field(default_factory=list)      # mello, per question
+    hops_all_right: list[bool] = field(default_factory=list)
+    chain_right: list[bool] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    traces: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _rate(xs: Sequence[bool]) -> float | None:
+    return round(sum(bool(x) for x in xs) / len(xs), 4) if xs else None
+
+
+def summarize(results: Sequence[CaseResult], methods: Sequence[str]) -> dict[str, Any]:
+    """Per subset (all, known, known_new): size, multi-hop and edit-wise accuracy per method, MeLLo trace accuracy."""
+    subsets = {"all": list(results), "known": [r for r in results if r.known],
+               "known_new": [r for r in results if r.known_new]}
+    out: dict[str, Any] = {}
+    for name, rs in subsets.items():
+        s: dict[str, Any] = {"cases": len(rs)}
+        for m in methods:
+            mh = [r.multi_hop[m] for r in rs if m in r.multi_hop]
+            ew = [x for r in rs for x in r.edit_wise.get(m, [])]
+            s[m] = {"multi_hop": _rate(mh), "n": len(mh), "edit_wise": _rate(ew), "n_edits": len(ew)}
+        if "mello" in methods:
+            ha = [x for r in rs for x in r.hop_accuracy]
+            s["mello"]["hop_accuracy"] = round(sum(ha) / len(ha), 4) if ha else None
+            s["mello"]["all_hops_right"] = _rate([x for r in rs for x in r.hops_all_right])
+            s["mello"]["relation_chain_right"] = _rate([x for r in rs for x in r.chain_right])
+        out[name] = s
+    return out
+
+
+class MQuAKEEvaluator:
+    """Runs the cases through MeLLo and the baselines with one local (or LangChain) backend."""
+
+    def __init__(self, backend: Any, *, methods: Sequence[str] = METHODS, max_new_tokens: int = 16,
+                 keep_traces: bool = False, mello_kwargs: dict[str, Any] | None = None):
+        from ..models.backends import as_backend
+
+        bad = [m for m in methods if m not in METHODS]
+        if bad or not methods:
+            raise ValidationError(f"methods must be among {METHODS}, got {list(methods)}")
+        self.backend = as_backend(backend)
+        self.methods = tuple(methods)
+        self.max_new_tokens = max_new_tokens
+        self.keep_traces = keep_traces
+        self.mello_kwargs = dict(mello_kwargs or {})
+        self._known: dict[str, tuple[bool, bool]] = {}
+        self._ike = None
+
+    def _known_facts(self, case: MQuAKECase, resolver: Any) -> tuple[bool, bool]:
+        if case.case_id in self._known:
+            return self._known[case.case_id]
+        from ..methods.relations import Catalogue
+
+        cat = Catalogue.load()
+        hops = list(case.single_hops) + [h for i, h in enumerate(case.new_single_hops) if i not in case.edited_hops]
+        in_cat = [h for h in hops if h.relation in cat]
+        answers = dict(zip([id(h) for h in in_cat],
+                           resolver.model_answers([(cat[h.relation], h.subject, h.cloze) for h in in_cat])))
+        for h in hops:
+            if id(h) not in answers:  # a relation the catalogue lacks: the dataset's cloze alone
+                answers[id(h)] = self.backend.complete(h.cloze, 12) if self.backend.is_local else self.backend.chat(
+                    [{"role": "user", "content": h.question}], 12)
+        ok = [hit(answers[id(h)], h.answers) for h in hops]
+        n = len(case.single_hops)
+        known = all(ok[:n])
+        known_new = known and all(ok[n:])
+        self._known[case.case_id] = (known, known_new)
+        return known, known_new
+
+    def _ike_messages(self, question: str, case: MQuAKECase) -> list[dict[str, str]]:
+        if self._ike is None:
+            from ..methods.ike import IKE
+
+            self._ike = IKE()
+        return self._ike.build(question, [e.sentence() for e in case.edits])
+
+    def _ike_answer(self, question: str, case: MQuAKECase) -> str:
+        return self.backend.chat(self._ike_messages(question, case), self.max_new_tokens)
+
+    def run_case(self, case: MQuAKECase, mello: Any, namespace: str) -> CaseResult:
+        r = CaseResult(case.case_id, len(case.single_hops), len(case.edits))
+        resolver = mello.resolver(self.backend)
+        r.known, r.known_new = self._known_facts(case, resolver)
+        for m in self.methods:
+            t0 = time.perf_counter()
+            answers: list[str] = []
+            ok = False
+            if m != "mello":  # the three questions in one batch (faster than three calls on a local model)
+                convs = [[{"role": "user", "content": q}] if m == "base" else self._ike_messages(q, case)
+                         for q in case.questions]
+                answers = self.backend.chat_batch(convs, self.max_new_tokens)
+                ok = any(hit(a, case.new_answers) for a in answers)
+            for q in (case.questions if m == "mello" else ()):
+                try:
+                    a = mello.answer(q, namespace, record_use=False)
+                    text, trace = a.text, a.trace
+                except MemeditError as exc:
+                    text, trace = f"error: {exc}", [{"step": "stop", "reason": str(exc)}]
+                self._score_trace(r, case, trace)
+                if self.keep_traces:
+                    r.traces.append(trace)
+                answers.append(text)
+                ok = ok or hit(text, case.new_answers)
+            r.multi_hop[m] = ok
+            r.answers[m] = answers
+            ew = []
+            for q, accepted in case.edit_questions:
+                if m == "mello":
+                    try:
+                        text = mello.answer(q, namespace, record_use=False).text
+                    except MemeditError as exc:
+                        text = f"error: {exc}"
+                elif m == "base":
+                    continue  # the unedited model cannot know a counterfactual edit
+                else:
+                    text = self._ike_answer(q, case)
+                ew.append(hit(text, accepted))
+            if ew:
+                r.edit_wise[m] = ew
+            r.seconds[m] = round(time.perf_counter() - t0, 2)
+        return r
+
+    @staticmethod
+    def _score_trace(r: CaseResult, case: MQuAKECase, trace: list[dict[str, Any]]) -> None:
+        hops = [s for s in trace if s.get("step") == "hop"]
+        expected = case.new_single_hops
+        right = [i < len(hops) and hit(hops[i].get("answer") or "", h.answers) for i, h in enumerate(expected)]
+        r.hop_accuracy.append(sum(right) / len(expected))
+        r.hops_all_right.append(all(right) and len(hops) == len(expected))
+        dec = next((s for s in trace if s.get("step") == "decompose"), {})
+        r.chain_right.append([x["relation"] for x in dec.get("relations", [])] == list(case.relations))
+
+    def evaluate(self, cases: Sequence[MQuAKECase], *, mode: str = "single", progress: bool = False,
+                 time_budget_s: float | None = None, store_path: str | Path | None = None,
+                 on_result: Callable[[CaseResult], None] | None = None) -> dict[str, Any]:
+        """Run ``cases`` in ``mode``; returns the report (config, summary, per-case results)."""
+        from ..methods.mello import MeLLo
+        from ..store import EditStore
+
+        if mode not in MODES:
+            raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
+        if not cases:
+            raise ValidationError("no cases to evaluate")
+        tmp = None
+        if store_path is None:
+            tmp = tempfile.TemporaryDirectory(prefix="memedit-mquake-")
+            store_path = Path(tmp.name) / "mquake.db"
+        store = EditStore(store_path)
+        methods = self.methods if mode == "single" else tuple(m for m in self.methods if m == "mello")
+        results: list[CaseResult] = []
+        t_start = time.perf_counter()
+        superseded = 0
+        bar = None
+        try:
+            mello = MeLLo(store, self.backend, **self.mello_kwargs)
+            ev = MQuAKEEvaluator.__new__(MQuAKEEvaluator)
+            ev.__dict__.update(self.__dict__)
+            ev.methods = methods
+            if mode == "batch":
+                ns = "mquake-batch"
+                store.create_namespace(ns)
+                for c in cases:
+                    store.add_many([replace(e, namespace=ns) for e in c.edits])
+                superseded = store.count(ns, status="superseded")
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(cases), desc=f"mquake ({mode})", unit="case")
+            for i, case in enumerate(cases):
+                if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
+                    break
+                if mode == "single":
+                    ns = f"mquake-{i}"
+                    store.create_namespace(ns)
+                    store.add_many([replace(e, namespace=ns) for e in case.edits])
+                results.append(ev.run_case(case, mello, ns))
+                if on_result is not None:
+                    on_result(results[-1])
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            store.close()
+            if tmp is not None:
+                tmp.cleanup()
+        secs = time.perf_counter() - t_start
+        return {"mode": mode, "methods": list(methods), "cases": len(results), "cases_requested": len(cases),
+                "stopped_early": len(results) < len(cases), "superseded_in_batch": superseded,
+                "seconds": round(secs, 1), "summary": summarize(results, methods),
+                "results": [r.to_dict() for r in results]}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def render_table(report: dict[str, Any], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("subset", "cases", "method", "multi-hop", "edit-wise", "hop acc", "all hops", "chain"):
+        t.add_column(col, justify="left" if col in ("subset", "method") else "right")
+    fmt = lambda x: "-" if x is None else f"{x:.1%}"  # noqa: E731
+    for subset, s in report["summary"].items():
+        for m in report["methods"]:
+            ms = s.get(m, {})
+            t.add_row(subset, str(s["cases"]), m, fmt(ms.get("multi_hop")), fmt(ms.get("edit_wise")),
+                      fmt(ms.get("hop_accuracy")), fmt(ms.get("all_hops_right")), fmt(ms.get("relation_chain_right")))
+    return t
+
+
+def plot(reports: dict[str, dict[str, Any]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    bars: list[tuple[str, float, float]] = []
+    for mode, rep in reports.items():
+        for m in rep["methods"]:
+            a = rep["summary"]["all"][m]["multi_hop"]
+            k = rep["summary"]["known"][m]["multi_hop"]
+            bars.append((f"{m}\n{mode}", np.nan if a is None else a, np.nan if k is None else k))
+    x = np.arange(len(bars))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(bars)), 4))
+    ax.bar(x - 0.2, [b[1] for b in bars], 0.4, label="all cases")
+    ax.bar(x + 0.2, [b[2] for b in bars], 0.4, label="known-facts subset")
+    ax.set_xticks(x, [b[0] for b in bars], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("multi-hop accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def build_command() -> Callable[..., None]:
+    """The ``memedit eval mquake`` command (built on use so importing this module needs no typer)."""
+    import typer
+
+    def mquake(
+        data: Path = typer.Option(..., "--data", help="MQuAKE-CF JSONL file."),
+        limit: Optional[int] = typer.Option(20, "--limit", help="Random subsample size (all: 0)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the subsample."),
+        model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model (registered name or path)."),
+        methods: str = typer.Option("mello,base,ike", "--methods", help="Comma-separated: mello, base, ike."),
+        mode: str = typer.Option("single", "--mode", help="single | batch | both"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: 1 if the load is high)."),
+        time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per mode; stop before the next case after this."),
+        partial: Optional[Path] = typer.Option(None, "--partial", help="Append each case result to this JSONL file as it comes."),
+        traces: bool = typer.Option(False, "--traces", help="Keep MeLLo's traces in the JSON report."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here."),
+        plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a bar plot PNG here."),
+    ) -> None:
+        """MQuAKE: multi-hop, edit-wise and hop-trace accuracy of MeLLo and the baselines."""
+        import os
+        import random
+
+        from rich.console import Console
+
+        from ..models.backends import LocalLM
+
+        console = Console(width=max(Console().width, 120))
+        try:
+            import torch
+
+            if threads is None and os.getloadavg()[0] > 2:
+                torch.set_num_threads(1)
+            elif threads:
+                torch.set_num_threads(threads)
+            cases = load_mquake(data)
+            total = len(cases)
+            if limit and limit < total:
+                idx = sorted(random.Random(seed).sample(range(total), limit))
+                cases = [cases[i] for i in idx]
+            ms = [m.strip() for m in methods.split(",") if m.strip()]
+            modes = ["single", "batch"] if mode == "both" else [mode]
+            ev = MQuAKEEvaluator(LocalLM.from_name(model), methods=ms, keep_traces=traces)
+            console.print(f"{total} MQuAKE cases in {data}; evaluating {len(cases)} (seed {seed}) with {model}")
+            reports = {}
+            for md in modes:
+                sink = None
+                if partial is not None:
+                    partial.parent.mkdir(parents=True, exist_ok=True)
+                    fh = partial.open("a", encoding="utf-8")
+                    sink = lambda r, fh=fh, md=md: (fh.write(json.dumps(dict(r.to_dict(), mode=md)) + "\n"),  # noqa: E731
+                                                    fh.flush())
+                rep = ev.evaluate(cases, mode=md, progress=True, on_result=sink,
+                                  time_budget_s=None if time_budget is None else time_budget * 60)
+                rep["config"] = {"data": str(data), "limit": len(cases), "seed": seed, "model": model, "records": total}
+                reports[md] = rep
+                console.print(render_table(rep, f"MQuAKE · {md} · {model} · n={rep['cases']}/{len(cases)} "
+                                                f"({rep['seconds']:.0f} s)"))
+        except MemeditError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(reports, indent=1, ensure_ascii=False), encoding="utf-8")
+            console.print(f"JSON report: {json_out}")
+        if plot_out is not None:
+            plot(reports, plot_out, f"MQuAKE-CF n={len(cases)} model={model}")
+            console.print(f"plot: {plot_out}")
+
+    return mquake

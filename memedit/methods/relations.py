@@ -1,0 +1,192 @@
+"""A catalogue of Wikidata relations, matched to question phrases and edit prompts by embedding similarity.
+
+>>> from memedit.methods.relations import Catalogue
+>>> cat = Catalogue.load()
+>>> cat["P36"].question_for("France")
+'What is the capital of France?'
+>>> cat.relation_of_template("{} is a citizen of")[0].id      # doctest: +SKIP
+'P27'
+
+The catalogue (``memedit/resources/relations.json``) was written by hand from
+Wikidata's property labels and aliases and common English phrasings of them;
+each relation has an id (``P27``), a label, the kind of object it points to
+(``country``), relation phrases (``"citizen of"``, ``"nationality"``), a
+question form and a cloze form with ``{}`` for the subject, and two or three
+well-known real facts used as few-shot examples for single-hop answers.
+Nothing in it comes from an evaluation set's questions.
+
+Matching uses the packaged MiniLM sentence embedder: a text's score for a
+relation is its best cosine similarity with any of the relation's phrases.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..embeddings import Embedder
+
+log = logging.getLogger(__name__)
+
+CATALOGUE_PATH = Path(__file__).resolve().parent.parent / "resources" / "relations.json"
+#: what replaces ``{}`` when a template is embedded without a subject
+PLACEHOLDER = "X"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One Wikidata relation with the ways English says it."""
+
+    id: str
+    label: str
+    type: str
+    phrases: tuple[str, ...]
+    question: str
+    cloze: str
+    examples: tuple[tuple[str, str], ...]
+    #: its words also occur inside other relations' phrasings ("located", "country"): needs a closer match
+    generic: bool = False
+
+    def question_for(self, subject: str) -> str:
+        return self.question.format(subject)
+
+    def cloze_for(self, subject: str) -> str:
+        return self.cloze.format(subject)
+
+
+class Catalogue:
+    """The relations and their phrase embeddings (computed once, on first match)."""
+
+    _shared: "Catalogue | None" = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, relations: Sequence[Relation], embedder: "Embedder | str | None" = None):
+        if not relations:
+            raise ValidationError("a relation catalogue needs at least one relation")
+        ids = [r.id for r in relations]
+        if len(set(ids)) != len(ids):
+            raise ValidationError("relation ids in a catalogue must be unique")
+        self.relations = list(relations)
+        self._by_id = {r.id: r for r in self.relations}
+        self._embedder = embedder
+        self._phrase_vecs: np.ndarray | None = None
+        self._phrase_rel: np.ndarray | None = None
+        self._template_cache: dict[str, tuple[Relation, float]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, embedder: "Embedder | str | None" = None) -> "Catalogue":
+        """The packaged catalogue (one per process) or the one at ``path``."""
+        if path is None and embedder is None:
+            with cls._shared_lock:
+                if cls._shared is None:
+                    cls._shared = cls(_read(CATALOGUE_PATH))
+                return cls._shared
+        return cls(_read(Path(path or CATALOGUE_PATH)), embedder)
+
+    def __len__(self) -> int:
+        return len(self.relations)
+
+    def __getitem__(self, rel_id: str) -> Relation:
+        try:
+            return self._by_id[rel_id]
+        except KeyError:
+            raise ValidationError(f"no relation {rel_id!r} in the catalogue") from None
+
+    def __contains__(self, rel_id: object) -> bool:
+        return rel_id in self._by_id
+
+    @property
+    def embedder(self) -> "Embedder":
+        from ..embeddings import Embedder
+
+        if self._embedder is None or isinstance(self._embedder, str):
+            self._embedder = Embedder.shared(*(() if self._embedder is None else (self._embedder,)))
+        return self._embedder
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._phrase_vecs is None:
+            with self._lock:
+                if self._phrase_vecs is None:
+                    texts, owner = [], []
+                    for i, r in enumerate(self.relations):
+                        for p in (r.label, *r.phrases):
+                            texts.append(p)
+                            owner.append(i)
+                    self._phrase_rel = np.asarray(owner, dtype=np.int64)
+                    self._phrase_vecs = self.embedder.encode(texts)
+        return self._phrase_vecs, self._phrase_rel  # type: ignore[return-value]
+
+    def scores(self, vecs: np.ndarray) -> np.ndarray:
+        """``(n_texts, n_relations)``: each text's best phrase similarity per relation."""
+        pv, owner = self._vectors()
+        sims = np.asarray(vecs, np.float32) @ pv.T                      # (n, n_phrases)
+        out = np.full((sims.shape[0], len(self.relations)), -1.0, dtype=np.float32)
+        for j in range(len(self.relations)):
+            cols = owner == j
+            out[:, j] = sims[:, cols].max(axis=1)
+        return out
+
+    def match(self, texts: Sequence[str]) -> list[tuple[Relation, float]]:
+        """For each text, the best-matching relation and its similarity."""
+        if not texts:
+            return []
+        s = self.scores(self.embedder.encode(list(texts)))
+        best = s.argmax(axis=1)
+        return [(self.relations[int(j)], float(s[i, j])) for i, j in enumerate(best)]
+
+    def relation_of_template(self, template: str) -> tuple[Relation, float]:
+        """The relation a fact edit's prompt template (``"{} is a citizen of"``) expresses, and how sure.
+
+        The template with a placeholder subject is compared with every
+        relation's phrases, cloze form and question form; cached per template.
+        """
+        key = template.strip()
+        hit = self._template_cache.get(key)
+        if hit is not None:
+            return hit
+        filled = key.replace("{}", PLACEHOLDER)
+        vec = self.embedder.encode([filled])
+        s = self.scores(vec)[0]
+        forms = self._form_vectors()
+        s = np.maximum(s, (forms @ vec[0]).reshape(len(self.relations), 2).max(axis=1))
+        j = int(s.argmax())
+        out = (self.relations[j], float(s[j]))
+        with self._lock:
+            if len(self._template_cache) > 10_000:
+                self._template_cache.clear()
+            self._template_cache[key] = out
+        return out
+
+    @lru_cache(maxsize=1)  # noqa: B019 - one catalogue per process in practice
+    def _form_vectors(self) -> np.ndarray:
+        texts = []
+        for r in self.relations:
+            texts += [r.cloze_for(PLACEHOLDER), r.question_for(PLACEHOLDER)]
+        return self.embedder.encode(texts)
+
+
+def _read(path: Path) -> list[Relation]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        out = []
+        for row in doc["relations"]:
+            for key in ("question", "cloze"):
+                if row[key].count("{}") != 1:
+                    raise ValueError(f"relation {row['id']}: {key} needs exactly one {{}}")
+            out.append(Relation(id=row["id"], label=row["label"], type=row["type"], phrases=tuple(row["phrases"]),
+                                question=row["question"], cloze=row["cloze"],
+                                examples=tuple((s, o) for s, o in row["examples"]),
+                                generic=bool(row.get("generic", False))))
+        return out
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValidationError(f"{path} is not a valid relation catalogue: {exc}") from exc
