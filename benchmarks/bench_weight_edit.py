@@ -51,50 +51,37 @@ def parse_hp(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_records(path: Path, n: int, offset: int) -> list[dict[str, Any]]:
-    recs = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if i < offset:
-                continue
-            rec = json.loads(line)
-            if rec["subject"] not in rec["prompt"]:
-                continue
-            recs.append(rec)
-            if len(recs) >= n:
-                break
-    return recs
+def ledger_timings(model: Any, tok: Any, recs: list[dict[str, Any]], rome_hp: Any, stats: Any) -> dict[str, Any]:
+    """Seconds to revert one commit and to replay a whole ledger onto a fresh copy of the base weights."""
+    import tempfile
 
+    from memedit import Edit, EditStore
+    from memedit.commit import CommitLedger
+    from memedit.gates import GateConfig
+    from memedit.methods.deltas import restore, snapshot
+    from memedit.models.arch import arch_for
 
-def score(model: Any, tok: Any, recs: list[dict[str, Any]], generate: bool = True) -> list[dict[str, Any]]:
-    """Per-record probability comparisons (and greedy generations) on the current weights."""
-    from memedit.methods.rome.measure import greedy_continuations, target_logprobs
-
-    prompts, targets = [], []
-    for r in recs:
-        for p in (r["prompt"], r["rephrase_prompt"], r["locality_prompt"]):
-            prompts += [p, p]
-            targets += [r["target_new"], r["ground_truth"]]
-    lps = target_logprobs(model, tok, prompts, targets)
-    gens = greedy_continuations(model, tok, [x for r in recs for x in (r["prompt"], r["rephrase_prompt"])],
-                                max_new_tokens=6) if generate else None
-    out = []
-    for i, r in enumerate(recs):
-        e_new, e_true, p_new, p_true, n_new, n_true = lps[6 * i: 6 * i + 6]
-        row = {"case_id": r.get("case_id"), "efficacy": e_new > e_true, "paraphrase": p_new > p_true,
-               "neighborhood": n_true > n_new, "lp_new": e_new, "lp_true": e_true}
-        if gens is not None:
-            want = r["target_new"].strip().lower()
-            row["gen_efficacy"] = gens[2 * i].strip().lower().startswith(want)
-            row["gen_paraphrase"] = gens[2 * i + 1].strip().lower().startswith(want)
-            row["generation"] = gens[2 * i]
-        out.append(row)
-    return out
-
-
-def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
-    keys = ["efficacy", "paraphrase", "neighborhood", "gen_efficacy", "gen_paraphrase"]
-    return {k: round(100.0 * sum(bool(r[k]) for r in rows) / len(rows), 1) for k in keys if k in rows[0]}
+    names = [arch_for(model).weight_name(rome_hp.layer)]
+    pristine = snapshot(model, names)
+    lenient = GateConfig(min_efficacy=0.0, max_perplexity_ratio=10.0, min_neighborhood_kept=0.0)
+    with tempfile.TemporaryDirectory() as tmp, EditStore(Path(tmp) / "bench.db") as store:
+        edits = [store.add(Edit.fact(r["subject"], r["prompt"].replace(r["subject"], "{}", 1), r["target_new"],
+                                     target_true=r["ground_truth"])) for r in recs]
+        ledger = CommitLedger(store, model, tok, model_name="bench", gates=lenient)
+        t = time.perf_counter()
+        report = ledger.commit(edits, method="rome", hparams=rome_hp, stats=stats)
+        commit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        ledger.revert(report.commit_ids[0])
+        revert_s = time.perf_counter() - t
+        restore(model, pristine)  # as a fresh process would load the base weights
+        t = time.perf_counter()
+        replay = CommitLedger(store, model, tok, model_name="bench", gates=lenient, base_hash=ledger.base_hash)
+        replay_s = time.perf_counter() - t
+        assert replay.model_state_matches_ledger()
+        restore(model, pristine)
+    return {"commits": len(report.commit_ids), "commit_seconds_total_incl_gates": round(commit_s, 2),
+            "revert_seconds": round(revert_s, 3), "replay_seconds_attach": round(replay_s, 3)}
 
 
 def main() -> None:
@@ -110,6 +97,10 @@ def main() -> None:
     ap.add_argument("--rome-hp", action="append", default=[], help="ROME hyperparameter override key=value")
     ap.add_argument("--batch-hp", action="append", default=[], help="MEMIT/EMMET hyperparameter override key=value")
     ap.add_argument("--no-generate", action="store_true", help="skip generation-based scores")
+    ap.add_argument("--ledger", type=int, default=0, metavar="N",
+                    help="also time N ROME commits through the ledger, one revert and a whole-ledger replay")
+    ap.add_argument("--time-stats", action="store_true",
+                    help="also time computing one layer's statistics from scratch (a throw-away cache)")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
     args = ap.parse_args()
 
@@ -123,9 +114,10 @@ def main() -> None:
     from memedit.methods.memit import MemitHParams
     from memedit.methods.rome import RomeHParams
     from memedit.methods.stats import second_moments
+    from memedit.eval.weights import load_counterfact, score_records as score, summarise
     from memedit.models.registry import load_causal_lm
 
-    recs = load_records(args.data, args.n, args.offset)
+    recs = load_counterfact(args.data, n=args.n, offset=args.offset)
     model, tok = load_causal_lm(args.model, device=args.device, reuse=False)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     rome_hp = RomeHParams.for_model(model, stats_tokens=args.stats_tokens, **parse_hp(args.rome_hp))
@@ -144,6 +136,18 @@ def main() -> None:
     report: dict[str, Any] = {"model": args.model, "n": len(recs), "threads": torch.get_num_threads(),
                               "stats_seconds_load_or_compute": round(stats_seconds, 2), "stats_layers": layers,
                               "command": " ".join(sys.argv), "results": {}}
+    if args.time_stats:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            second_moments(model, tok, [rome_hp.layer], n_tokens=args.stats_tokens, cache_dir=Path(tmp))
+            report["stats_one_layer_fresh_seconds"] = round(time.perf_counter() - t, 2)
+        print(f"statistics for layer {rome_hp.layer} over {args.stats_tokens} tokens, from scratch: "
+              f"{report['stats_one_layer_fresh_seconds']:.1f} s", flush=True)
+    if args.ledger:
+        report["ledger"] = ledger_timings(model, tok, recs[:args.ledger], rome_hp, stats[rome_hp.layer])
+        print(f"ledger: {report['ledger']}", flush=True)
     base = score(model, tok, recs, generate=not args.no_generate)
     report["results"]["unedited"] = {"scores": summarise(base)}
     from memedit.models.arch import arch_for

@@ -27,6 +27,7 @@ from typing import Any
 from .corrections import Correction, detect_correction, is_command
 from .edits import Edit, validate_namespace
 from .errors import ConflictError, NotFoundError, ValidationError
+from .policy import ORIGIN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,13 @@ def record_correction(editor: Any, correction: Correction, *, status: str = "act
     e = correction.edit
     ns = validate_namespace(namespace or e.namespace)
     who = author if author is not None else e.author
+    # origin "chat": memedit.policy treats it as needing review before it is shared or committed to the weights
+    meta = {ORIGIN_KEY: "chat"}
     if e.kind == "fact":
         return editor.edit(e.statement, subject=e.subject, prompt=e.prompt, target_new=e.target_new,
                            target_true=e.target_true, paraphrases=e.paraphrases, namespace=ns, author=who,
-                           source=e.source, status=status)
-    return editor.edit(e.statement, namespace=ns, author=who, source=e.source, status=status)
+                           source=e.source, status=status, meta=meta)
+    return editor.edit(e.statement, namespace=ns, author=who, source=e.source, status=status, meta=meta)
 
 
 def acknowledgement(edit: Edit) -> str:

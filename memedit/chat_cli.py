@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import DEFAULT_NAMESPACE, default_store_path
+from .cli_common import StoreOpt
+from .config import DEFAULT_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ DEMO_SCRIPT: tuple[str, ...] = (
 console = Console(highlight=False, soft_wrap=True)  # soft_wrap: a transcript line stays one line when piped
 app = typer.Typer(add_completion=False)
 
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", "-s", help="SQLite store file (default ./stores/default.db or $MEMEDIT_STORE).")]
 NsOpt = Annotated[str, typer.Option("--namespace", "-n", help="Namespace (tenant or user) whose edits answer.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 ModelOpt = Annotated[str, typer.Option(
@@ -58,17 +58,17 @@ StatusOpt = Annotated[str, typer.Option(
 
 
 @contextmanager
-def _editor(store: Path | None, namespace: str, model: str, policy: str, as_json: bool) -> Iterator[Any]:
+def _editor(store: "str | Path | None", namespace: str, model: str, policy: str, as_json: bool) -> Iterator[Any]:
     """An Editor over the store (created if missing), closed afterwards; memedit errors become exit codes."""
-    from .cli import _errors  # lazily: memedit.cli mounts this module
+    from .cli_common import cli_errors as _errors
 
     with _errors(as_json):
         from .editor import Editor
         from .edits import validate_namespace
-        from .store import EditStore
+        from .store.open import open_store
 
         validate_namespace(namespace)
-        s = EditStore(store or default_store_path())
+        s = open_store(store)
         try:
             editor = Editor(model=model, store=s, namespace=namespace, policy=policy)
             try:
@@ -93,6 +93,7 @@ def ask_command(
     question: Annotated[str, typer.Argument(help="The question, e.g. 'Who is the current president of the US?'")],
     store: StoreOpt = None, namespace: NsOpt = DEFAULT_NAMESPACE, model: ModelOpt = DEFAULT_MODEL,
     policy: PolicyOpt = "ike", as_json: JsonOpt = False,
+    trace: Annotated[bool, typer.Option("--trace", help="Show the steps behind the answer (MeLLo's hops).")] = False,
 ) -> None:
     """Answer a question through the stored edits; show the route and the edits used."""
     with _editor(store, namespace, model, policy, as_json) as editor:
@@ -112,6 +113,10 @@ def ask_command(
             table.add_row(str(u.edit.id), escape(u.edit.sentence()), f"{u.scope_probability:.3f}",
                           f"{u.similarity:.3f}", escape(u.matched_text))
         console.print(table)
+    if trace:  # issue 5: sub-questions, tentative answers, retrieved edits, contradiction decisions
+        from .methods.mello import format_trace
+
+        console.print(escape(format_trace(answer.trace)) if answer.trace else "[dim](no steps: one model call)[/dim]")
 
 
 def _read_script(script: str) -> list[str]:
@@ -164,7 +169,7 @@ def chat_command(
     Interactive by default (/help, /edits, /forget ID, /quit); --script or --demo plays turns non-interactively.
     """
     from .chat import ChatSession, check_correction_status
-    from .cli import _errors
+    from .cli_common import cli_errors as _errors
 
     with _errors(as_json):
         check_correction_status(correction_status)

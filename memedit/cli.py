@@ -25,18 +25,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_common import StoreOpt, cli_errors as _errors
 from .config import DEFAULT_NAMESPACE, default_store_path
-from .errors import ConflictError, MemeditError, NotFoundError, StoreError, ValidationError
+from .errors import NotFoundError, ValidationError
 
 app = typer.Typer(help="memedit: correct what a language model knows, keep and audit every correction.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 err_console = Console(stderr=True)
 
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", "-s", help="SQLite store file (default ./stores/default.db or $MEMEDIT_STORE).")]
 NsOpt = Annotated[str, typer.Option("--namespace", "-n", help="Namespace (tenant or user) to act in.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-_EXIT = {ValidationError: 2, NotFoundError: 3, ConflictError: 4, StoreError: 5}
 
 
 @app.callback()
@@ -45,27 +44,14 @@ def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, he
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-@contextmanager
-def _errors(as_json: bool) -> Iterator[None]:
-    """Turn memedit's errors into one line on stderr (or a JSON object) and a distinct exit code."""
-    try:
-        yield
-    except MemeditError as exc:
-        code = next((c for t, c in _EXIT.items() if isinstance(exc, t)), 1)
-        if as_json:
-            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-        else:
-            # escape: messages quote user input ('[/]' would be read as markup); soft_wrap: one line
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(code) from None
 
 
 @contextmanager
-def _open(store: Path | None, as_json: bool, create: bool = True) -> Iterator[Any]:
-    from .store import EditStore
+def _open(store: str | None, as_json: bool, create: bool = True) -> Iterator[Any]:
+    from .store.open import open_store
 
     with _errors(as_json):
-        s = EditStore(store or default_store_path(), create=create)
+        s = open_store(store, create=create)  # a path: SQLite; a postgresql:// URL: PostgreSQL; None: the default
         try:
             yield s
         finally:
@@ -202,7 +188,7 @@ def forget(
                       " (WAL checkpoint pending: another process holds the store open)"))
 
 
-def _lifecycle(action: str, edit_id: int, actor: str | None, store: Path | None, as_json: bool) -> None:
+def _lifecycle(action: str, edit_id: int, actor: str | None, store: str | None, as_json: bool) -> None:
     with _open(store, as_json, create=False) as s:
         edit = getattr(s, action)(edit_id, actor=actor)
     if as_json:
@@ -325,6 +311,24 @@ def reindex(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         console.print(f"rebuilt the index: {n} vectors")
 
 
+@app.command("copy-store")
+def copy_store_(
+    src: Annotated[str, typer.Argument(help="The store to copy: a SQLite file or a postgresql:// URL.")],
+    dst: Annotated[str, typer.Argument(help="An empty store to copy into (created if missing): a file or a URL.")],
+    actor: Annotated[Optional[str], typer.Option(help="Who copies (recorded in the destination's log).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy every edit (tombstones, statuses, links, ids) between stores, e.g. SQLite -> PostgreSQL and back."""
+    from .store.open import copy_store
+
+    with _errors(as_json):
+        result = copy_store(src, dst, actor=actor, progress=not as_json)
+    if as_json:
+        _emit(result)
+    else:
+        console.print(f"copied {result['imported']} edits from {result['source']} to {result['destination']}")
+
+
 @app.command()
 def demo(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """A short tour: store corrections, search them, show history, forget one."""
@@ -344,8 +348,10 @@ def _mount_optional() -> None:
         ("memedit.models.cli", "models", "List and prepare the packaged language models."),
         ("memedit.scope_cli", "scope", "Train and evaluate the scope classifier."),
         ("memedit.chat_cli", None, "Ask questions and chat through the edit memory."),
+        ("memedit.commit_cli", None, "Commit used edits into the weights; list, revert and redo commits."),
         ("memedit.eval.cli", "eval", "Evaluate editing quality on CounterFact / zsRE-format data."),
         ("memedit.methods.weights_cli", "weights", "Second-moment statistics and causal tracing for weight edits."),
+        ("memedit.web.cli", None, "The audit web page and HTTP API ('serve'), and its tokens."),
     ):
         try:
             sub = importlib.import_module(module).app

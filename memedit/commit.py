@@ -52,6 +52,7 @@ class CommitReport:
     committed_edits: list[int] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)   # {"edits": [...], "failed": [gate names], "gates": [...]}
     seconds: float = 0.0
+    candidates: list[int] = field(default_factory=list)   # the edits asked for (all of them, in order)
 
     @property
     def ok(self) -> bool:
@@ -172,7 +173,7 @@ class CommitLedger:
                 raise ConflictError(f"edit {e.id} is already committed")
         self.sync()
         t0 = time.perf_counter()
-        report = CommitReport(method)
+        report = CommitReport(method, candidates=[int(e.id) for e in edits])  # type: ignore[arg-type]
         groups = [[e] for e in edits] if method == "rome" else [edits]
         for i, group in enumerate(groups):
             result = _run_method(method, self.model, self.tok, group, hparams, stats)

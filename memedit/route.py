@@ -20,6 +20,9 @@ Routes:
   demonstrations in its context (:mod:`memedit.methods.ike`).
 * ``"serac"``: a separate counterfactual model answers with the edit(s) in
   its context; the base model is not called (:mod:`memedit.methods.serac`).
+* ``"weights"``: every in-scope edit is committed into the (local) base
+  model's weights (:mod:`memedit.committed`), so the base model gets the bare
+  question, as on the base route, and answers from its edited weights.
 
 ``policy`` picks among in-scope routes: ``"ike"``, ``"serac"``, ``"auto"``
 (IKE when the base model is local, SERAC when it is remote, so a big remote
@@ -123,6 +126,12 @@ class _BaseMethod:
         return base
 
 
+class _WeightsMethod(_BaseMethod):
+    """The "weights" route: the in-scope edits live in the weights, so the question goes in bare."""
+
+    route = "weights"
+
+
 class _IKERoute:
     """IKE as a route: the base model answers an IKE prompt."""
 
@@ -151,7 +160,8 @@ class Router:
     def __init__(self, store: "EditStore", base: Any, *, counterfactual: Any = None,
                  classifier: "ScopeClassifier | None" = None, policy: Policy = "auto", k: int = 5,
                  threshold: float | None = None, ike: Any = None, serac: Any = None,
-                 max_new_tokens: int | None = None, device: Any = "cpu", dtype: Any = "float32"):
+                 max_new_tokens: int | None = None, device: Any = "cpu", dtype: Any = "float32",
+                 weights: Any = None, mello: Any = None):
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
             raise ValidationError("k must be an integer in 1..100")
         if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 < float(threshold) < 1.0):
@@ -167,7 +177,9 @@ class Router:
         self.max_new_tokens = max_new_tokens
         self._vec_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._vec_lock = threading.Lock()
-        self.methods: dict[str, RouteMethod] = {"base": _BaseMethod()}
+        self.methods: dict[str, RouteMethod] = {"base": _BaseMethod(), "weights": _WeightsMethod()}
+        #: a :class:`~memedit.committed.CommittedWeights` (or None): which edits the base weights hold
+        self.weights = weights
         if ike is None:
             from .methods.ike import IKE
 
@@ -180,14 +192,24 @@ class Router:
         elif counterfactual is not None:
             raise ValidationError("pass either serac= or counterfactual=, not both")
         self.register(serac)
+        if mello is not False:  # multi-hop questions go to MeLLo (issue 5); mello=False turns it off
+            if mello is None:
+                from .methods.mello import MeLLo
+
+                mello = MeLLo()
+            self.register(mello)
 
     # ---- configuration -------------------------------------------------------
     def register(self, method: RouteMethod) -> None:
         """Add (or replace) the method behind ``method.route``, e.g. a MeLLo method for ``"mello"``."""
         if not isinstance(method, RouteMethod) or not isinstance(method.route, str):
             raise ValidationError("a route method needs .route, .messages(question, used) and .backend(base)")
-        if method.route == "base":
-            raise ValidationError("the base route cannot be replaced: it must stay the bare model")
+        if method.route in ("base", "weights"):
+            raise ValidationError(f"the {method.route} route cannot be replaced: it must stay the bare question "
+                                  "to the base model")
+        bind = getattr(method, "bind", None)
+        if callable(bind):  # a method that needs the router's store (MeLLo)
+            bind(self)
         self.methods[method.route] = method
 
     @property
@@ -223,9 +245,11 @@ class Router:
                 self._vec_cache.popitem(last=False)
         return out
 
-    def _decide(self, question: str, used: list[UsedEdit]) -> str:
+    def _decide(self, question: str, used: list[UsedEdit], committed: frozenset[int] = frozenset()) -> str:
         if not used:
             return "base"
+        if committed and all(u.edit.id in committed for u in used):
+            return "weights"  # the model itself now knows every edit in scope; a prompt would only repeat it
         policy = self.policy
         if callable(policy):
             route = policy(question, list(used))
@@ -238,6 +262,14 @@ class Router:
         if not isinstance(route, str) or route not in self.methods:
             raise ValidationError(f"policy chose route {route!r}, but only {sorted(self.methods)} are available")
         return route
+
+    def _claimed(self, question: str, namespace: str) -> str | None:
+        """A route whose method claims the question outright (MeLLo: multi-hop questions), else None."""
+        for name, method in self.methods.items():
+            claims = getattr(method, "claims", None)
+            if claims is not None and claims(question, namespace):
+                return name
+        return None
 
     def prepare(self, question: str, namespace: str = DEFAULT_NAMESPACE, *, k: int | None = None) -> Prepared:
         """Retrieve, classify and route ``question``; build the prompt but do not generate.
@@ -280,7 +312,11 @@ class Router:
                 (used if p >= threshold else candidates).append(u)
             used.sort(key=lambda u: -u.scope_probability)
 
-        route = self._decide(question, used)
+        committed = self.weights.committed_ids() if self.weights is not None else frozenset()
+        # A method may claim a question outright (MeLLo: multi-hop), but only one the memory has something to say
+        # about: a question with no in-scope edit goes to the bare model, whatever its shape (locality).
+        claimed = self._claimed(question, namespace) if used else None
+        route = claimed or self._decide(question, used, committed)
         if route == "base" and used:  # the policy chose not to use them: they become candidates
             candidates = used + candidates
             used = []

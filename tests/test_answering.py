@@ -218,8 +218,8 @@ def test_policy_callable_and_bad_routes(store: EditStore, lm: LocalLM, classifie
     assert p.route == "serac" and p.backend is lm and seen and seen[0][0] == "Who is Trump?"
     assert router.prepare(FRANCE).route == "base" and len(seen) == 1  # nothing in scope: the policy is not asked
 
-    router = Router(store, lm, classifier=classifier, policy=lambda q, used: "mello")
-    with pytest.raises(ValidationError, match="mello"):
+    router = Router(store, lm, classifier=classifier, policy=lambda q, used: "no-such-route")
+    with pytest.raises(ValidationError, match="no-such-route"):
         router.prepare("Who is Trump?")
     with pytest.raises(ValidationError):
         Router(store, lm, classifier=classifier, policy="magic")

@@ -97,7 +97,8 @@ def _r(kind: str, route: str, own: bool, gen: bool, prob: bool | None, wrong: in
     return ProbeResult(case_id="0", source="counterfact", kind=kind, question="q", route=route,
                        in_scope=kind != "locality", own_edit_used=own, wrong_edits_used=wrong,
                        own_scope_probability=None, answer="a", gen_success=gen, prob_success=prob,
-                       contains_gt=True if kind == "locality" else None)
+                       contains_gt=True if kind == "locality" else None,
+                       prob_gt_wins=(not prob) if kind == "locality" and prob is not None else None)
 
 
 def test_metric_arithmetic() -> None:
@@ -109,6 +110,7 @@ def test_metric_arithmetic() -> None:
     assert s["reliability"] == {"n": 2, "prob": 0.5, "n_prob": 2, "gen": 0.5, "routed_edit": 0.5}
     assert s["generalization"]["prob"] == 1.0 and s["generalization"]["n_prob"] == 1
     assert s["locality"]["gen"] == 0.5 and s["locality"]["routed_base"] == 0.5
+    assert s["locality"]["prob"] == 0.5 and s["locality"]["prob_gt_wins"] == 0.5  # reported apart
     assert s["portability"]["prob"] is None
     # TP: rel(ike), gen x2, port = 4; FN: rel(base) = 1; FP: locality via ike + portability's wrong edit = 2
     assert scope_counts(rs) == {"tp": 4, "fp": 2, "fn": 1, "precision": round(4 / 6, 4), "recall": 0.8}
@@ -141,8 +143,13 @@ def test_tiny_real_run(tmp_path: Path) -> None:
             assert r.own_edit_used is False
         if r.kind == "locality" and r.route == "base":
             assert r.gen_success and r.answer == r.base_answer  # the base route is the bare model, token for token
-        if r.prob_success is not None:
+        if r.prob_success is not None and r.in_scope:
             assert r.prob_success == (r.logprob_pos > r.logprob_neg)
+        if r.prob_success is not None and not r.in_scope:
+            # locality by probability: the verdict is the bare model's; on the base route it is the same prompt
+            assert r.prob_gt_wins == (r.logprob_pos > r.logprob_neg)
+            if r.route == "base":
+                assert r.prob_success is True
     rd = rep.to_dict()
     json.dumps(rd)
     s = rd["overall"]["scope"]

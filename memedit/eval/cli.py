@@ -164,5 +164,16 @@ def run(
         console.print(f"plot: {plot_out}")
 
 
+def _mount_mquake() -> None:  # issue 5: `memedit eval mquake` lives in memedit/eval/mquake.py
+    from .mquake import build_command
+
+    app.command("mquake")(build_command())
+
+
+_mount_mquake()
+
+from . import weights_cli as _weights_cli  # noqa: E402,F401  (issue 4: registers `memedit eval weights`)
+
+
 if __name__ == "__main__":
     app()

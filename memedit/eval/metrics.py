@@ -6,8 +6,12 @@ Definitions (one probe = one question asked after the edit):
   as the assistant's reply, scored by the backend that answers on the exact
   messages the route sends (:attr:`memedit.route.Prepared.messages`; for the
   base route the bare ``[user: question]``). Reliability / generalization:
-  target_new beats the old answer; locality: the locality prompt's ground
-  truth beats target_new (CounterFact "neighborhood"); portability: only
+  target_new beats the old answer; locality: the *verdict is unchanged*,
+  i.e. "ground truth beats target_new" comes out the same under the routed
+  prompt as for the bare model on the bare question (a small model that never
+  knew the answer cannot lose it; what memedit owes is not to change it). The
+  CounterFact "neighborhood" score itself (ground truth beats target_new) is
+  reported beside it as ``prob_gt_wins``; portability: only
   where the expected answer is the new target (zsRE Subject_Aliasing), else
   not scored.
 * **generation-based**: the greedy answer (at most the router's
@@ -22,7 +26,6 @@ Definitions (one probe = one question asked after the edit):
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -47,6 +50,7 @@ class ProbeResult:
     logprob_neg: float | None = None
     base_answer: str | None = None       # locality: the bare model's answer
     contains_gt: bool | None = None      # locality: the answer still contains the ground truth
+    prob_gt_wins: bool | None = None     # locality: ground truth beats target_new (CounterFact neighborhood)
     sub_kind: str | None = None
     expected: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -82,6 +86,7 @@ def summarize(results: Sequence[ProbeResult]) -> dict[str, Any]:
                              "gen": _rate(r.gen_success for r in rs)}
         if kind == "locality":
             m["contains_gt"] = _rate(r.contains_gt for r in rs)
+            m["prob_gt_wins"] = _rate(r.prob_gt_wins for r in rs)
             m["routed_base"] = _rate(r.route == "base" for r in rs)
         else:
             m["routed_edit"] = _rate(r.own_edit_used for r in rs)

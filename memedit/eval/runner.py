@@ -65,6 +65,9 @@ def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str,
     if probe.in_scope:
         r.gen_success = contains(answer.text, probe.expected)
     else:
+        if prob_ok is not None:
+            r.prob_gt_wins = prob_ok
+            r.prob_success = prob_ok == _bare_verdict(editor, probe, prepared.route, prob_ok)
         if probe.question not in base_cache:
             base_cache[probe.question] = editor.base.chat([{"role": "user", "content": probe.question}],
                                                           router.max_new_tokens)
@@ -72,6 +75,15 @@ def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str,
         r.gen_success = answer.text == r.base_answer
         r.contains_gt = contains(answer.text, probe.expected)
     return r
+
+
+def _bare_verdict(editor: "Editor", probe: Probe, route: str, routed_verdict: bool) -> bool:
+    """Whether the bare base model, asked the bare question, prefers the positive answer."""
+    if route == "base":
+        return routed_verdict  # the very same prompt to the very same model
+    lp_pos, lp_neg = editor.base.continuation_logprobs([[{"role": "user", "content": probe.question}]] * 2,
+                                                       [probe.prob_pos, probe.prob_neg])
+    return lp_pos > lp_neg
 
 
 def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], *, mode: str = "single",

@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from ..errors import MemeditError, NotFoundError, ValidationError
+from ..cli_common import cli_errors as _errors
+from ..errors import ValidationError
 
 app = typer.Typer(help="Weight editing tools: second-moment statistics and causal tracing.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -33,20 +32,8 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16, float16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's choice).")]
-_EXIT = {ValidationError: 2, NotFoundError: 3}
 
 
-@contextmanager
-def _errors(as_json: bool) -> Iterator[None]:
-    try:
-        yield
-    except MemeditError as exc:
-        code = next((c for t, c in _EXIT.items() if isinstance(exc, t)), 1)
-        if as_json:
-            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-        else:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(code) from None
 
 
 def _load(model: str, device: str, dtype: str, threads: int | None) -> tuple[Any, Any]:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import ConflictError, MemeditError, NotFoundError, StoreError, ValidationError
+from ..cli_common import cli_errors as _errors
 from .registry import DEFAULT_MODEL, KNOWN_MODELS, cached_model_path, list_models, read_marker, resolve_model
 
 app = typer.Typer(
@@ -38,20 +37,8 @@ CacheOpt = Annotated[
     Optional[Path],
     typer.Option("--cache-dir", help="Cache root (default: $MEMEDIT_CACHE_DIR, else ~/.cache/memedit)."),
 ]
-_EXIT = {ValidationError: 2, NotFoundError: 3, ConflictError: 4, StoreError: 5}
 
 
-@contextmanager
-def _errors(as_json: bool) -> Iterator[None]:
-    try:
-        yield
-    except MemeditError as exc:
-        code = next((c for t, c in _EXIT.items() if isinstance(exc, t)), 1)
-        if as_json:
-            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-        else:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(code) from None
 
 
 def _emit(data: Any) -> None:

@@ -26,9 +26,19 @@ _MEMO: dict[str, tuple[str, ...]] = {}
 _LOCK = threading.Lock()
 
 
+def _embedding_fingerprint(model: Any) -> str:
+    """A hash of a strided sample of the input embeddings: tells apart two models of one shape (two random
+    initialisations, two fine-tunes) without hashing every weight, and stays put when an MLP is edited."""
+    emb = model.get_input_embeddings().weight.detach()
+    flat = emb.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // 65536)].to("cpu", torch.float32).contiguous()
+    return hashlib.sha256(sample.numpy().tobytes() + str(tuple(emb.shape)).encode()).hexdigest()[:16]
+
+
 def _key(model: Any, n: int, length: int, seed: int) -> str:
     cfg = model.config
     ident = {
+        "weights": _embedding_fingerprint(model),
         "name": str(getattr(cfg, "name_or_path", "") or getattr(cfg, "_name_or_path", "")),
         "type": cfg.model_type,
         "vocab": getattr(cfg, "vocab_size", None),

@@ -1,0 +1,50 @@
+"""What every CLI command group shares: the ``--store`` option and one way to report memedit's errors.
+
+>>> import typer
+>>> from memedit.cli_common import cli_errors
+>>> from memedit.errors import NotFoundError
+>>> try:
+...     with cli_errors(as_json=True):
+...         raise NotFoundError("no edit with id 7")
+... except typer.Exit as e:
+...     e.exit_code
+{"error": "no edit with id 7", "type": "NotFoundError"}
+3
+
+Exit codes: 2 bad input, 3 not found, 4 conflict, 5 store problem, 1 anything else memedit reports.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .errors import ConflictError, MemeditError, NotFoundError, StoreError, ValidationError
+
+#: ``--store``: a SQLite file or a ``postgresql://`` URL (a str: a Path would collapse the URL's ``//``)
+StoreOpt = Annotated[Optional[str], typer.Option(
+    "--store", "-s", help="SQLite store file or postgresql:// URL (default ./stores/default.db or $MEMEDIT_STORE).")]
+EXIT_CODES: dict[type[MemeditError], int] = {ValidationError: 2, NotFoundError: 3, ConflictError: 4, StoreError: 5}
+err_console = Console(stderr=True)
+
+
+def exit_code(exc: MemeditError) -> int:
+    return next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+
+
+@contextmanager
+def cli_errors(as_json: bool) -> Iterator[None]:
+    """Turn memedit's errors into one line on stderr (or a JSON object on stdout) and a distinct exit code."""
+    try:
+        yield
+    except MemeditError as exc:
+        if as_json:
+            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+        else:
+            # escape: messages quote user input ('[/]' would be read as markup); soft_wrap: one line
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exit_code(exc)) from None

@@ -1,0 +1,230 @@
+"""Evaluate the weight editors (ROME, MEMIT, EMMET) on CounterFact-format records, as in the ROME paper.
+
+>>> from memedit.eval.weights import evaluate_weight_edits, load_counterfact
+>>> from memedit.models.registry import load_causal_lm
+>>> model, tok = load_causal_lm("smollm2-135m-instruct")                                # doctest: +SKIP
+>>> recs = load_counterfact("../shared/data/counterfact/counterfact-dev.jsonl", n=100)  # doctest: +SKIP
+>>> report = evaluate_weight_edits(model, tok, recs, scenarios=["rome", "memit"])       # doctest: +SKIP
+>>> report["scenarios"]["rome"]["scores"]["efficacy"]                                  # doctest: +SKIP
+100.0
+
+Scores per record (probability-based: mean log-probability per target token):
+
+* **efficacy** (ES): p(new) > p(true) on the edit prompt;
+* **paraphrase** (PS): p(new) > p(true) on the rephrased prompt;
+* **neighborhood** (NS): p(true) > p(new) on a prompt about another subject
+  that has the same true object; compare with the unedited model's NS;
+* **gen_efficacy** / **gen_paraphrase**: greedy decoding starts with the new object;
+* **perplexity**: on held-out prose (the gates' text) before and after.
+
+Scenarios: ``rome`` (each record applied alone, scored, reverted bit-identically),
+``rome-sequential`` (all records applied one after another, scored at the end),
+``memit`` / ``emmet`` (all records in one batch). The model leaves every
+scenario with its original weights.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import ValidationError
+
+log = logging.getLogger(__name__)
+SCENARIOS = ("rome", "rome-sequential", "memit", "emmet")
+SCORE_KEYS = ("efficacy", "paraphrase", "neighborhood", "gen_efficacy", "gen_paraphrase")
+
+
+def load_counterfact(path: str | Path, n: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """CounterFact records (``prompt`` with ``{}`` or the subject, ``subject``, ``target_new``,
+    ``ground_truth``, ``rephrase_prompt``, ``locality_prompt``), skipping ones whose subject is not in the prompt."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"no such data file: {path}")
+    recs: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i < offset or not line.strip():
+                continue
+            rec = json.loads(line)
+            missing = [k for k in ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt",
+                                   "locality_prompt") if not rec.get(k)]
+            if missing:
+                raise ValidationError(f"{path}:{i + 1}: not a CounterFact record (missing {missing})")
+            rec["prompt"] = rec["prompt"].replace("{}", rec["subject"])
+            if rec["subject"] not in rec["prompt"]:
+                continue
+            recs.append(rec)
+            if n is not None and len(recs) >= n:
+                break
+    return recs
+
+
+def score_records(model: Any, tok: Any, recs: Sequence[dict[str, Any]], generate: bool = True) -> list[dict[str, Any]]:
+    """Per-record probability comparisons (and greedy generations) on the model's current weights."""
+    from ..methods.rome.measure import greedy_continuations, target_logprobs
+
+    prompts, targets = [], []
+    for r in recs:
+        for p in (r["prompt"], r["rephrase_prompt"], r["locality_prompt"]):
+            prompts += [p, p]
+            targets += [r["target_new"], r["ground_truth"]]
+    lps = target_logprobs(model, tok, prompts, targets)
+    gens = greedy_continuations(model, tok, [x for r in recs for x in (r["prompt"], r["rephrase_prompt"])],
+                                max_new_tokens=6) if generate else None
+    out = []
+    for i, r in enumerate(recs):
+        e_new, e_true, p_new, p_true, n_new, n_true = lps[6 * i: 6 * i + 6]
+        row = {"case_id": r.get("case_id"), "efficacy": e_new > e_true, "paraphrase": p_new > p_true,
+               "neighborhood": n_true > n_new, "lp_new": e_new, "lp_true": e_true}
+        if gens is not None:
+            want = r["target_new"].strip().lower()
+            row["gen_efficacy"] = gens[2 * i].strip().lower().startswith(want)
+            row["gen_paraphrase"] = gens[2 * i + 1].strip().lower().startswith(want)
+            row["generation"] = gens[2 * i]
+        out.append(row)
+    return out
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Percentages of records passing each score."""
+    if not rows:
+        return {}
+    return {k: round(100.0 * sum(bool(r[k]) for r in rows) / len(rows), 1) for k in SCORE_KEYS if k in rows[0]}
+
+
+def _heldout() -> list[str]:
+    from ..gates import _resource
+
+    return _resource("gate-heldout.json")
+
+
+def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], *,
+                          scenarios: Sequence[str] = SCENARIOS, rome_hparams: Any = None, batch_hparams: Any = None,
+                          stats_tokens: int = 100_000, stats_options: dict[str, Any] | None = None,
+                          generate: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Run the ``scenarios`` on ``recs``; returns a JSON-ready report (scores, perplexity, timings).
+
+    ``rome_hparams`` / ``batch_hparams``: keyword overrides (dicts) of the
+    family defaults (:class:`RomeHParams`, :class:`MemitHParams`,
+    :class:`EmmetHParams`). ``stats_options``: extra keywords for
+    :func:`memedit.methods.stats.second_moments` (``texts`` for another corpus).
+    """
+    from tqdm.auto import tqdm
+
+    from ..gates import perplexity
+    from ..methods import emmet, memit, rome
+    from ..methods.deltas import apply_deltas, restore, snapshot
+    from ..methods.emmet import EmmetHParams
+    from ..methods.memit import MemitHParams
+    from ..methods.rome import RomeHParams, contexts_for
+    from ..methods.stats import second_moments
+    from ..models.arch import arch_for
+
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        raise ValidationError(f"unknown scenario(s) {unknown}; use {SCENARIOS}")
+    if not recs:
+        raise ValidationError("no records to evaluate")
+    rome_hp = RomeHParams.for_model(model, stats_tokens=stats_tokens, **(rome_hparams or {}))
+    batch_over = dict(batch_hparams or {})
+    memit_hp = MemitHParams.for_model(model, stats_tokens=stats_tokens,
+                                      **{k: v for k, v in batch_over.items() if k != "emmet_lambda"})
+    emmet_hp = EmmetHParams.for_model(model, stats_tokens=stats_tokens, **batch_over)
+    layers = sorted({rome_hp.layer, *memit_hp.layers})
+    t0 = time.perf_counter()
+    stats = second_moments(model, tok, layers, **{"n_tokens": stats_tokens, **(stats_options or {})})
+    report: dict[str, Any] = {"n": len(recs), "stats_layers": layers,
+                              "stats_seconds_load_or_compute": round(time.perf_counter() - t0, 2), "scenarios": {}}
+    contexts_for(model, tok, rome_hp)  # sampled (or loaded) once, outside the timings
+    heldout = _heldout()
+    ppl_base = perplexity(model, tok, heldout)
+    base_rows = score_records(model, tok, recs, generate=generate)
+    report["unedited"] = {"scores": summarise(base_rows), "perplexity": round(ppl_base, 3)}
+    arch = arch_for(model)
+    pristine = snapshot(model, [arch.weight_name(layer) for layer in layers])
+
+    def finish(name: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+        ppl = perplexity(model, tok, heldout)
+        restore(model, pristine)
+        report["scenarios"][name] = {"scores": summarise(rows), "perplexity": round(ppl, 3),
+                                     "perplexity_change_pct": round(100.0 * (ppl / ppl_base - 1.0), 2),
+                                     **extra, "per_record": rows}
+        log.info("%s: %s", name, report["scenarios"][name]["scores"])
+
+    try:
+        if "rome" in scenarios:
+            rows, secs = [], []
+            for rec in tqdm(recs, desc="ROME, one edit at a time", disable=not progress):
+                res = rome.apply(model, tok, rec, rome_hp, stats=stats[rome_hp.layer])
+                secs.append(res.stats["seconds"]["total"])
+                apply_deltas(model, res.deltas)
+                rows += score_records(model, tok, [rec], generate=generate)
+                restore(model, pristine)
+            # perplexity per single edit is not measured (it would cost a held-out pass per edit)
+            report["scenarios"]["rome"] = {"scores": summarise(rows), "median_seconds_per_edit":
+                                           round(statistics.median(secs), 3), "per_record": rows}
+        if "rome-sequential" in scenarios:
+            secs = []
+            for rec in tqdm(recs, desc="ROME, sequential", disable=not progress):
+                res = rome.apply(model, tok, rec, rome_hp, stats=stats[rome_hp.layer])
+                secs.append(res.stats["seconds"]["total"])
+                apply_deltas(model, res.deltas)
+            finish("rome-sequential", score_records(model, tok, recs, generate=generate),
+                   {"median_seconds_per_edit": round(statistics.median(secs), 3)})
+        for name, mod, hp in (("memit", memit, memit_hp), ("emmet", emmet, emmet_hp)):
+            if name not in scenarios:
+                continue
+            log.info("%s: one batch of %d edits", name, len(recs))
+            res = mod.apply(model, tok, list(recs), hp, stats=stats)
+            apply_deltas(model, res.deltas)
+            finish(name, score_records(model, tok, recs, generate=generate),
+                   {"batch_seconds": round(res.stats["seconds"]["total"], 2), "layers": res.stats.get("layers")})
+    finally:
+        restore(model, pristine)
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as a plain-text table (ES/PS/NS and generation scores, perplexity change, time)."""
+    head = f"{'scenario':16s} {'ES':>6s} {'PS':>6s} {'NS':>6s} {'genES':>6s} {'genPS':>6s} {'ppl %':>7s} {'time':>10s}"
+    lines = [head]
+    rows = [("unedited", report["unedited"])] + list(report["scenarios"].items())
+    for name, r in rows:
+        s = r["scores"]
+        t = r.get("median_seconds_per_edit")
+        when = f"{t:.2f} s/ed" if t is not None else (f"{r['batch_seconds']:.0f} s" if "batch_seconds" in r else "")
+        ppl = r.get("perplexity_change_pct")
+        lines.append(f"{name:16s} {s.get('efficacy', 0):6.1f} {s.get('paraphrase', 0):6.1f} "
+                     f"{s.get('neighborhood', 0):6.1f} {s.get('gen_efficacy', float('nan')):6.1f} "
+                     f"{s.get('gen_paraphrase', float('nan')):6.1f} {'' if ppl is None else f'{ppl:+.1f}':>7s} {when:>10s}")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], out: str | Path) -> None:
+    """A grouped bar chart of ES/PS/NS/genES per scenario (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["unedited", *report["scenarios"]]
+    keys = ["efficacy", "paraphrase", "neighborhood", "gen_efficacy"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(keys)
+    for j, key in enumerate(keys):
+        vals = [(report["unedited"] if n == "unedited" else report["scenarios"][n])["scores"].get(key, 0)
+                for n in names]
+        ax.bar([i + j * width for i in range(len(names))], vals, width, label=key)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names)
+    ax.set_ylabel("% of records")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"weight edits on {report['n']} CounterFact records ({report.get('model', '')})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
