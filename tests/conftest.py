@@ -35,6 +35,18 @@ def memedit_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one thread: on a shared 2-core machine, two spinning OpenMP threads are up to
+    ~20x slower, and the suite's models are small enough that one thread loses little when the machine is quiet."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def embedder():
     """The real packaged all-MiniLM-L6-v2 encoder, loaded once."""

@@ -36,15 +36,6 @@ SEED_QUESTIONS = [  # (question, expected substring, which edit)
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One torch thread: the 2 cores are shared, and 2 spinning OpenMP threads are slower there."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

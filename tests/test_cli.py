@@ -20,14 +20,9 @@ PRES = "The current president of {} is"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread_and_shared_embedder(embedder):
-    """Load the shared embedder once (the CLI's stores reuse it) and encode on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _shared_embedder(embedder):
+    """Load the shared embedder once (the CLI's stores reuse it)."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

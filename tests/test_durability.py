@@ -10,8 +10,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,35 +18,7 @@ import pytest
 
 from memedit import Edit, EditStore
 
-WORKER = Path(__file__).with_name("store_worker.py")
-
-
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-def _wait_ready(proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise AssertionError(f"worker exited before ready: {proc.stderr.read()}")  # type: ignore[union-attr]
-        if json.loads(line).get("ready"):
-            return
-    raise AssertionError("worker never became ready")
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
-    """Wait for a worker and return (stdout, stderr).
-
-    Not ``communicate``: it reads the raw pipe and would lose lines that
-    ``_wait_ready``'s buffered ``readline`` already pulled in (a fast writer's
-    "done" arrives together with its "ready"). Workers print little, so
-    waiting before reading cannot fill a pipe.
-    """
-    proc.wait(timeout=timeout)
-    return proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+from workers import finish as _finish, spawn as _spawn, wait_ready as _wait_ready
 
 
 def _check_consistent(path: Path, embedder) -> EditStore:

@@ -25,15 +25,6 @@ from memedit.store import EditStore
 SUBJ, PROMPT, NEW = "the US", "The current president of {} is", "Trump"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Encode on one thread: on a shared 2-core machine, 2 spinning OpenMP threads are ~20x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fact(**overrides):

@@ -40,15 +40,6 @@ CEO_Q = "Who is the CEO of Acme?"
 FRANCE = "What is the capital of France?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One torch thread: the test machine's 2 cores are shared, and 2 spinning OpenMP threads are far slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class RecordingChat(FakeListChatModel):

@@ -15,8 +15,6 @@ import json
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,44 +27,15 @@ from memedit import Edit, EditStore
 from memedit.errors import UnsupportedOperationError
 from memedit.store import PgEditStore, copy_store, open_store
 
-WORKER = Path(__file__).with_name("store_worker.py")
+from workers import finish as _finish, spawn as _spawn, wait_ready as _wait_ready
 PRES = "The current president of {} is"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
 def url(pg_url) -> str:
     return pg_url()
-
-
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-def _wait_ready(proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise AssertionError(f"worker exited before ready: {proc.stderr.read()}")  # type: ignore[union-attr]
-        if json.loads(line).get("ready"):
-            return
-    raise AssertionError("worker never became ready")
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
-    proc.wait(timeout=timeout)
-    return proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
 
 
 def _read_acks(ackfiles: list[Path]) -> tuple[dict[int, str], set[int]]:

@@ -22,15 +22,6 @@ from memedit.store.open import open_store
 PRES = "The current president of {} is"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Encode on one thread: on a shared 2-core machine, 2 spinning OpenMP threads are ~20x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

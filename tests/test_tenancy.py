@@ -221,15 +221,6 @@ class TenancyMachine(RuleBasedStateMachine):
             seen.add(key)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Encode on one thread: on a shared 2-core machine, 2 spinning OpenMP threads are ~20x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tenancy_state_machine(embedder):

@@ -1,0 +1,38 @@
+"""Start and follow ``store_worker.py`` processes (shared by the durability and PostgreSQL tests)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORKER = Path(__file__).with_name("store_worker.py")
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_ready(proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise AssertionError(f"worker exited before ready: {proc.stderr.read()}")  # type: ignore[union-attr]
+        if json.loads(line).get("ready"):
+            return
+    raise AssertionError("worker never became ready")
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
+    """Wait for a worker and return (stdout, stderr).
+
+    Not ``communicate``: it reads the raw pipe and would lose lines that
+    ``wait_ready``'s buffered ``readline`` already pulled in (a fast writer's
+    "done" arrives together with its "ready"). Workers print little, so
+    waiting before reading cannot fill a pipe.
+    """
+    proc.wait(timeout=timeout)
+    return proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
