@@ -19,13 +19,6 @@ from memedit.web.auth import TokenFile  # noqa: E402
 PRES = ("The current president of {} is", "the US")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    import torch
-
-    torch.set_num_threads(1)
-
-
 @pytest.fixture()
 def env(tmp_path, embedder):
     """A store with a few edits in three namespaces, tokens of several kinds, and a client."""
@@ -543,3 +536,23 @@ def test_no_cross_namespace_read_or_write(iso, tok, ns, op, which):
         assert [e.to_dict() for e in store.list(n, limit=1000)] == rows, (op, ns, n)
         if not _covers(scopes, n):
             assert f"swordfish-{n}." not in r.text and f"teal-{n}." not in r.text
+
+
+def test_the_page_serves_a_postgresql_store_with_its_token_file_in_the_cache(pg_url, embedder, tmp_path, monkeypatch):
+    from memedit.store import open_store
+    from memedit.web.auth import tokens_path_for
+
+    monkeypatch.setenv("MEMEDIT_CACHE_DIR", str(tmp_path / "cache"))
+    url = pg_url()
+    where = tokens_path_for(url)
+    assert where.parent == tmp_path / "cache" / "tokens" and where.name.startswith("pg-")
+    secret_url = url.replace("://", "://memedit:s3cret@", 1) if "@" not in url else url
+    assert "s3cret" not in str(tokens_path_for(secret_url)), "the password never names a file"
+    with open_store(url, embedder=embedder) as store:
+        e = store.add(Edit.text("Globex sells hammocks.", namespace="globex"))
+        tokens, admin = TokenFile.open(where)
+        client = TestClient(create_app(store))   # finds the same token file by the store's URL
+        r = client.get("/api/edits", params={"namespace": "globex"}, headers=H(admin))
+        assert r.status_code == 200, r.text
+        assert [x["id"] for x in r.json()["edits"]] == [e.id]
+

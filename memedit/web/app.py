@@ -59,9 +59,11 @@ def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | 
     ``secure_cookies``: mark cookies Secure (serve behind HTTPS).
     """
     if tokens is None:
-        if getattr(store, "path", None) is None:
-            raise ValidationError("this store has no file path to keep tokens beside: pass tokens=TokenFile.open(path)[0]")
-        tokens, secret = TokenFile.open(tokens_path_for(store.path))
+        where = getattr(store, "path", None) or getattr(store, "url", None)
+        if where is None:
+            raise ValidationError("this store has no file path or URL to key its token file: "
+                              "pass tokens=TokenFile.open(path)[0]")
+        tokens, secret = TokenFile.open(tokens_path_for(where))
         if secret:
             log.warning("created admin token (shown once): %s", secret)
     if policy is None or isinstance(policy, NamespacePolicy):

@@ -46,7 +46,15 @@ SESSION_TTL_S = 8 * 3600
 
 
 def tokens_path_for(store_path: str | os.PathLike[str]) -> Path:
-    """Where a store's token file lives: ``x.db`` -> ``x.tokens.json``."""
+    """Where a store's token file lives: ``x.db`` -> ``x.tokens.json``; for a PostgreSQL URL, under the cache
+    directory, named by a hash of the URL without its password (the server has no directory of ours)."""
+    from ..store.open import describe, is_postgres_url
+
+    if is_postgres_url(str(store_path)):
+        from ..config import cache_dir
+
+        name = hashlib.sha256(describe(store_path).encode("utf-8")).hexdigest()[:16]
+        return cache_dir() / "tokens" / f"pg-{name}.tokens.json"
     p = Path(store_path)
     return p.with_name(p.stem + ".tokens.json")
 

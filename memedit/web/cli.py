@@ -37,16 +37,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _tokens_path(store: str | None, tokens: Path | None) -> Path:
-    """``--tokens``, else beside the SQLite store; a PostgreSQL store needs ``--tokens``."""
-    from ..errors import ValidationError
+    """``--tokens``, else beside the SQLite store (for PostgreSQL, under the cache directory)."""
     from .auth import tokens_path_for
 
     if tokens is not None:
         return tokens
     target = store or os.environ.get("MEMEDIT_STORE") or str(default_store_path())
-    if "://" in target:
-        raise ValidationError("a PostgreSQL store has no directory for the token file: pass --tokens PATH")
-    return tokens_path_for(target)
+    return tokens_path_for(target)  # a PostgreSQL URL: under the cache directory
 
 
 def _fail(exc: Exception, as_json: bool) -> None:
