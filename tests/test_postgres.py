@@ -278,12 +278,16 @@ def test_writers_ride_through_a_server_restart(tmp_path, embedder):
         url = server.get_uri()
         PgEditStore(url, embedder=embedder).close()
         acks = [tmp_path / f"acks{i}.txt" for i in range(1)]
-        writers = [_spawn("writer", url, str(a), f"r{i}", "60") for i, a in enumerate(acks)]
+        # enough work that the writer is still writing when the server goes down, even on a quiet machine
+        writers = [_spawn("writer", url, str(a), f"r{i}", "300") for i, a in enumerate(acks)]
         reader = _spawn("reader", url, "8")
         for p in [*writers, reader]:
             _wait_ready(p)
-        time.sleep(1.0)
+        deadline = time.time() + 60
+        while not _read_acks(acks)[0] and time.time() < deadline:  # restart once writing is under way
+            time.sleep(0.05)
         added_before, _ = _read_acks(acks)
+        assert added_before, "the writer acknowledged nothing before the restart"
         pg_ctl(["-w", "-m", "fast", "-l", str(server.log), "restart"], pgdata=server.pgdata, user=server.system_user)
         server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)  # so cleanup stops the new one
         for p in [*writers, reader]:
