@@ -18,7 +18,7 @@ import pytest
 
 from memedit import Edit, EditStore
 
-from workers import finish as _finish, spawn as _spawn, wait_ready as _wait_ready
+from workers import finish as _finish, read_acks as _read_acks, spawn as _spawn, wait_ready as _wait_ready
 
 
 def _check_consistent(path: Path, embedder) -> EditStore:
@@ -41,20 +41,6 @@ def _check_consistent(path: Path, embedder) -> EditStore:
     store.search("favourite colour", k=3)  # opens (and if needed rebuilds) the index
     assert store.check_index()["consistent"]
     return store
-
-
-def _read_acks(ackfile: Path) -> tuple[dict[int, str], set[int]]:
-    added: dict[int, str] = {}
-    forgot: set[int] = set()
-    if ackfile.exists():
-        for line in ackfile.read_text().splitlines():
-            kind, rest = line.split(" ", 1)
-            if kind == "added":
-                edit_id, text = rest.split(" ", 1)
-                added[int(edit_id)] = text
-            elif kind == "forgot":
-                forgot.add(int(rest))
-    return added, forgot
 
 
 def _check_acked(store: EditStore, added: dict[int, str], forgot: set[int], allowed_unacked_forgets: int) -> None:

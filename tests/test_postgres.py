@@ -27,7 +27,7 @@ from memedit import Edit, EditStore
 from memedit.errors import UnsupportedOperationError
 from memedit.store import PgEditStore, copy_store, open_store
 
-from workers import finish as _finish, spawn as _spawn, wait_ready as _wait_ready
+from workers import finish as _finish, read_acks as _read_acks, spawn as _spawn, wait_ready as _wait_ready
 PRES = "The current president of {} is"
 
 
@@ -36,22 +36,6 @@ PRES = "The current president of {} is"
 @pytest.fixture
 def url(pg_url) -> str:
     return pg_url()
-
-
-def _read_acks(ackfiles: list[Path]) -> tuple[dict[int, str], set[int]]:
-    added: dict[int, str] = {}
-    forgot: set[int] = set()
-    for ackfile in ackfiles:
-        if not ackfile.exists():
-            continue
-        for line in ackfile.read_text().splitlines():
-            kind, rest = line.split(" ", 1)
-            if kind == "added":
-                edit_id, text = rest.split(" ", 1)
-                added[int(edit_id)] = text
-            elif kind == "forgot":
-                forgot.add(int(rest))
-    return added, forgot
 
 
 def _check_store(url: str, embedder, added: dict[int, str], forgot: set[int], unacked_forgets: int = 0) -> None:

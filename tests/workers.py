@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 WORKER = Path(__file__).with_name("store_worker.py")
 
@@ -36,3 +37,20 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
     """
     proc.wait(timeout=timeout)
     return proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+
+
+def read_acks(ackfiles: Path | Sequence[Path]) -> tuple[dict[int, str], set[int]]:
+    """What writers acknowledged: ``{edit id: sentence}`` added, and the ids they forgot (missing files: nothing)."""
+    added: dict[int, str] = {}
+    forgot: set[int] = set()
+    for ackfile in [ackfiles] if isinstance(ackfiles, Path) else ackfiles:
+        if not ackfile.exists():
+            continue
+        for line in ackfile.read_text().splitlines():
+            kind, rest = line.split(" ", 1)
+            if kind == "added":
+                edit_id, text = rest.split(" ", 1)
+                added[int(edit_id)] = text
+            elif kind == "forgot":
+                forgot.add(int(rest))
+    return added, forgot

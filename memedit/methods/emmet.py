@@ -30,7 +30,6 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ValidationError
-from ..models.arch import arch_for
 from .deltas import EditResult
 from .memit import MemitHParams, batch_edit
 
@@ -40,20 +39,7 @@ class EmmetHParams(MemitHParams):
     """MEMIT's hyperparameters plus ``emmet_lambda``, the relative regulariser of ``K^T C^-1 K``."""
 
     emmet_lambda: float = 0.1
-
-    @classmethod
-    def for_model(cls, model: Any, **overrides: Any) -> "EmmetHParams":
-        """Defaults for ``model``'s family; layers from the architecture table (same as MEMIT)."""
-        arch = arch_for(model)
-        chosen = arch.default_layers(model.config)
-        hp = cls(layers=tuple(chosen["memit"]))
-        if "memit_lambda" in chosen:
-            hp = hp.with_(mom2_update_weight=chosen["memit_lambda"])
-        hp = hp.with_(**overrides) if overrides else hp
-        if "layers" in overrides:
-            hp = hp.with_(layers=tuple(int(x) for x in overrides["layers"]))
-        hp.validate()
-        return hp
+    # ``for_model`` is MEMIT's: the same layers and lambda from the architecture table
 
     def validate(self) -> None:
         super().validate()
