@@ -315,18 +315,22 @@ def reindex(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 def copy_store_(
     src: Annotated[str, typer.Argument(help="The store to copy: a SQLite file or a postgresql:// URL.")],
     dst: Annotated[str, typer.Argument(help="An empty store to copy into (created if missing): a file or a URL.")],
-    actor: Annotated[Optional[str], typer.Option(help="Who copies (recorded in the destination's log).")] = None,
+    actor: Annotated[Optional[str], typer.Option(help="Who copies (recorded in the destination's log with --no-history).")] = None,
+    history: Annotated[bool, typer.Option("--history/--no-history", help="Also copy the event log, usage, notes and the "
+                                          "weight ledger with its deltas (default), or only the edits.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy every edit (tombstones, statuses, links, ids) between stores, e.g. SQLite -> PostgreSQL and back."""
-    from .store.open import copy_store
+    """Copy a store (edits with ids, tombstones, links; by default history and weight ledger too), e.g. SQLite -> PostgreSQL."""
+    from .store.copy import copy_store
 
     with _errors(as_json):
-        result = copy_store(src, dst, actor=actor, progress=not as_json)
+        result = copy_store(src, dst, actor=actor, progress=not as_json, history=history)
     if as_json:
         _emit(result)
     else:
-        console.print(f"copied {result['imported']} edits from {result['source']} to {result['destination']}")
+        extra = (f", {result['events']} events, {result['commits']} weight commits ({result['delta_blobs']} with deltas)"
+                 if history else " (edits only; the destination's log starts here)")
+        console.print(f"copied {result['imported']} edits{extra} from {result['source']} to {result['destination']}")
 
 
 @app.command()

@@ -5,10 +5,11 @@
 >>> report = ledger.commit(edits, method="memit")    # weights change only if every gate passes   # doctest: +SKIP
 >>> ledger.revert(report.commit_ids[0])              # base + the remaining ledger, bit-identical  # doctest: +SKIP
 
-PEFT's merge / unmerge idea, made durable: each commit's low-rank factors go
-to a safetensors file beside the store (``x.db`` -> ``x.ledger/``) with the
-memedit version and the base weights' hash in its metadata, and a row in the
-store's ``commits`` table. The model's state is always *base + the applied
+PEFT's merge / unmerge idea, made durable: each commit's low-rank factors are
+serialised as safetensors (the memedit version and the base weights' hash in
+its metadata) and kept by the store (:mod:`memedit.store.deltas`: a file
+beside a SQLite store, ``x.db`` -> ``x.ledger/``; a row in a PostgreSQL
+store, seen by every replica), with a row in the store's ``commits`` table. The model's state is always *base + the applied
 commits replayed in order*: :meth:`CommitLedger.sync` restores the touched
 matrices from an exact copy of the base values and re-adds the applied
 deltas, so reverting or forgetting a commit gives weights bit-identical to a
@@ -21,15 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from .edits import Edit, utcnow
 from .errors import ConflictError, NotFoundError, StoreError, ValidationError
@@ -40,7 +40,6 @@ from .store import EditStore
 
 log = logging.getLogger(__name__)
 METHODS = ("rome", "memit", "emmet")
-ORPHAN_AGE_S = 3600
 
 
 @dataclass
@@ -100,7 +99,6 @@ class CommitLedger:
         self.base_hash = base_hash or weights_hash(model)
         self._base: dict[str, torch.Tensor] = {}   # exact copies of every matrix a commit ever touched
         self._synced_gen: str | None = None
-        self.store.ledger_dir.mkdir(parents=True, exist_ok=True)
         self._remove_orphans()
         self.sync(force=True)
 
@@ -115,11 +113,13 @@ class CommitLedger:
         return rows
 
     def _load_deltas(self, row: dict[str, Any]) -> list[LowRankDelta]:
-        path = self.store.ledger_dir / row["file"]
-        data = path.read_bytes()
+        if not row["file"]:
+            raise StoreError(f"commit {row['id']} is {row['status']}; its deltas were erased")
+        data = self.store.delta_blobs.get(row["file"])
         if hashlib.sha256(data).hexdigest() != row["file_sha256"]:
-            raise StoreError(f"delta file of commit {row['id']} is damaged (checksum mismatch): {path}")
-        tensors = load_file(str(path))
+            raise StoreError(f"deltas of commit {row['id']} are damaged (checksum mismatch): {row['file']} in "
+                             f"{self.store.delta_blobs.where}")
+        tensors = load_safetensors(data)
         return [LowRankDelta(param, tensors[f"{param}::U"], tensors[f"{param}::V"]) for param in row["params"]]
 
     # ---- keeping the model equal to base + applied ledger ----------------------
@@ -204,17 +204,15 @@ class CommitLedger:
         for d in result.deltas:
             tensors[f"{d.param}::U"], tensors[f"{d.param}::V"] = d.U.contiguous(), d.V.contiguous()
         name = f"commit-{uuid.uuid4().hex}.safetensors"
-        path = self.store.ledger_dir / name
-        tmp = path.with_name("." + name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"memedit_version": __version__, "method": method,
-                                              "base_hash": self.base_hash, "model": self.model_name,
-                                              "edit_ids": json.dumps([e.id for e in edits])})
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = save_safetensors(tensors, metadata={"memedit_version": __version__, "method": method,
+                                                   "base_hash": self.base_hash, "model": self.model_name,
+                                                   "edit_ids": json.dumps([e.id for e in edits])})
+        digest = hashlib.sha256(data).hexdigest()
         stats = {k: v for k, v in result.stats.items() if isinstance(v, (int, float, str, list, dict))}
         with self.store._write():
+            # Blob first, then the row naming it: on SQLite a crash between the two leaves an orphan file (removed
+            # later), never a row without its deltas; on PostgreSQL both land in this one transaction.
+            self.store.delta_blobs.put(name, data)
             cur = self.store._conn.execute(
                 "INSERT INTO commits(ts, method, model, base_hash, edit_ids, params, file, file_sha256, status, "
                 "gates, stats, memedit_version) VALUES (?,?,?,?,?,?,?,?, 'applied', ?,?,?)",
@@ -264,16 +262,8 @@ class CommitLedger:
             self._bump()
 
     def _remove_orphans(self) -> None:
-        """Delete delta files no ledger row names (a crash between writing a file and recording it)."""
-        named = {r["file"] for r in self.commits() if r["file"]}
-        cutoff = time.time() - ORPHAN_AGE_S  # younger files may belong to another process mid-commit
-        for f in self.store.ledger_dir.glob("*.safetensors"):
-            if f.name not in named and f.stat().st_mtime < cutoff:
-                log.info("removing orphan delta file %s", f)
-                f.unlink(missing_ok=True)
-        for f in self.store.ledger_dir.glob(".*.tmp"):
-            if f.stat().st_mtime < cutoff:
-                f.unlink(missing_ok=True)
+        """Delete stored deltas no ledger row names (a crash between writing a delta file and recording it)."""
+        self.store.delta_blobs.remove_orphans({r["file"] for r in self.commits() if r["file"]})
 
     def model_state_matches_ledger(self) -> bool:
         """Recompute base + applied commits from scratch and compare with the live weights, exactly."""

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from memedit import Edit, EditStore
-from memedit.errors import UnsupportedOperationError
+from memedit.errors import StoreError
 from memedit.store import PgEditStore, copy_store, open_store
 
 from workers import finish as _finish, read_acks as _read_acks, spawn as _spawn, wait_ready as _wait_ready
@@ -311,33 +311,101 @@ def _export(target, embedder) -> str:
         return buf.getvalue()
 
 
+def _audit(target, embedder) -> dict:
+    """Everything copy-store promises beyond the export: log, usage, notes, ledger rows and delta bytes."""
+    with open_store(target, embedder=embedder, create=False) as s:
+        q = lambda sql: [tuple(r.values()) for r in s.db.query(sql)]  # noqa: E731
+        commits = q("SELECT id, status, file, file_sha256, edit_ids, base_hash FROM commits ORDER BY id")
+        return {"events": q("SELECT seq, ts, namespace, edit_id, kind, actor, payload, prev_hash, hash FROM events "
+                            "ORDER BY seq"),
+                "usage": q("SELECT id, edit_id, ts, question, score, route FROM usage ORDER BY id"),
+                "notes": q("SELECT id, edit_id, ts, kind, actor, text FROM notes ORDER BY id"),
+                "namespaces": q("SELECT name, created_at, policy FROM namespaces ORDER BY name"),
+                "commits": commits, "blobs": [s.delta_blobs.get(c[2]) for c in commits if c[2]],
+                "head": s._meta("head_hash"), "ledger_gen": s._meta("ledger_gen")}
+
+
+def _commit_one(store, tmp_path):
+    """A real ROME commit on a tiny Llama into ``store``'s ledger; returns (tokenizer, edited weights)."""
+    import torch
+    from test_commit import ROME, TINY_GATES
+    from test_weight_methods import build_tokenizer, make_model, tiny_stats
+
+    from memedit.commit import CommitLedger
+
+    torch.set_num_threads(1)
+    tok = build_tokenizer()
+    stats = tiny_stats(make_model("llama", len(tok)), tok, [1], tmp_path / "stats")
+    a = store.add(Edit.fact("Alice Smith", "The mother tongue of {} is", "German", target_true="French"))
+    model = make_model("llama", len(tok))
+    report = CommitLedger(store, model, tok, model_name="tiny", gates=TINY_GATES).commit([a], method="rome",
+                                                                                       hparams=ROME, stats=stats[1])
+    assert report.ok, report.refused
+    return tok, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
 def test_copy_store_sqlite_to_postgres_and_back_is_exact(url, tmp_path, embedder):
+    """Edits, the hash-chained log, usage, notes and the weight ledger (rows and delta bytes) survive both ways."""
+    import torch
+    from test_weight_methods import make_model
     from typer.testing import CliRunner
 
     from memedit.cli import app
+    from memedit.commit import CommitLedger
 
     src = tmp_path / "src.db"
     with EditStore(src, embedder=embedder) as s:
         _rich(s)
+        tok, edited = _commit_one(s, tmp_path)
     runner = CliRunner()
     result = runner.invoke(app, ["copy-store", str(src), url, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["imported"] == 6
+    out = json.loads(result.output)
+    assert out["imported"] == 7 and out["commits"] == 1 and out["delta_blobs"] == 1 and out["events"] > 7
     back = tmp_path / "back.db"
     copy_store(url, back, embedder=embedder, actor="migrator")
     first, on_pg, again = _export(src, embedder), _export(url, embedder), _export(back, embedder)
     assert first == on_pg == again
-    assert first.count("\n") == 7
+    assert first.count("\n") == 8
+    assert _audit(src, embedder) == _audit(url, embedder) == _audit(back, embedder)
     with open_store(url, embedder=embedder) as pg, open_store(back, embedder=embedder) as sq:
         assert isinstance(pg, PgEditStore) and isinstance(sq, EditStore)
         for s in (pg, sq):
-            assert [h.edit.target_new for h in s.search("Who leads the US?", k=3)] == ["Trump"]
-        # the id sequence moved past the copied ids: a new edit does not collide
+            assert [h.edit.target_new for h in s.search("Who leads the US?", k=3)][:1] == ["Trump"]
+            # a fresh model attached to the copy replays the same weights, bit for bit
+            model = make_model("llama", len(tok))
+            CommitLedger(s, model, tok, model_name="tiny")
+            assert all(torch.equal(p, edited[n]) for n, p in model.named_parameters())
+        # the id sequences moved past the copied ids: new rows do not collide
         newest = max(e.id for e in pg.list(None))
-        assert pg.add(Edit.text("After the copy.")).id > newest
+        fresh = pg.add(Edit.text("After the copy."))
+        assert fresh.id > newest
+        pg.record_use([fresh.id], question="again?")
+        assert pg.verify().ok
     # copying into a store that already has edits is refused (exit 4: conflict), nothing written
     result = runner.invoke(app, ["copy-store", str(src), url, "--json"])
     assert result.exit_code == 4 and "already holds" in result.output
+
+
+def test_copy_store_is_all_or_nothing_and_edits_only_on_request(url, tmp_path, embedder):
+    src = tmp_path / "src.db"
+    with EditStore(src, embedder=embedder) as s:
+        _rich(s)
+        _commit_one(s, tmp_path)
+        name = next(s.db.query("SELECT file FROM commits"))["file"]
+    (s.ledger_dir / name).write_bytes(b"")  # a lost delta file: the copy must fail and leave the destination empty
+    dst = tmp_path / "dst.db"
+    with pytest.raises(StoreError, match="missing|damaged|checksum"):
+        copy_store(src, dst, embedder=embedder)
+    with EditStore(dst, embedder=embedder) as d:
+        assert d.count(None) == 0 and not list(d.db.query("SELECT * FROM events WHERE edit_id IS NOT NULL"))
+    # --no-history: the edits alone, a log of their import, and no edit claiming to live in weights it has no deltas for
+    result = copy_store(src, url, embedder=embedder, history=False)
+    assert result["imported"] == 7 and result["history"] is False
+    with PgEditStore(url, embedder=embedder) as pg:
+        assert pg.verify().ok
+        assert not any(e.committed for e in pg.list(None))
+        assert {ev.kind for e in pg.list(None) for ev in pg.history(e.id)} == {"import"}
 
 
 def test_cli_and_editor_work_on_a_url(url, embedder):
@@ -360,10 +428,64 @@ def test_cli_and_editor_work_on_a_url(url, embedder):
         assert isinstance(ed.store, PgEditStore)
         e = ed.edit(subject="the US", prompt=PRES, target_new="Trump")
         assert ed.search("Who is the US president?", k=1)[0].edit.id == e.id
-        with pytest.raises(UnsupportedOperationError, match="not supported on a PostgreSQL store"):
-            ed.store.ledger_dir  # noqa: B018 - weight commits need a SQLite store for now
     finally:
         ed.close()
+
+
+def test_weight_commits_live_in_the_database_for_every_replica(url):
+    """Replica 1 commits ROME deltas; replica 2 (own store connection, own fresh model) replays them bit for bit;
+    a forget through replica 2 erases the deltas in its transaction and both models return to the base weights."""
+    import psycopg
+    import torch
+    from test_commit import ROME, TINY_GATES
+    from test_weight_methods import build_tokenizer, make_model, tiny_stats
+
+    from memedit.editor import Editor
+
+    torch.set_num_threads(1)
+    tok = build_tokenizer()
+    stats = tiny_stats(make_model("llama", len(tok)), tok, [1], Path(tempfile.mkdtemp()))
+    params = lambda m: {n: p.detach().clone() for n, p in m.named_parameters()}  # noqa: E731
+    equal = lambda m, saved: all(torch.equal(p, saved[n]) for n, p in m.named_parameters())  # noqa: E731
+    q = "What is the mother tongue of Alice Smith?"
+
+    model1 = make_model("llama", len(tok))
+    base = params(model1)
+    ed1 = Editor(model=(model1, tok), store=url, gates=TINY_GATES)
+    a = ed1.edit(subject="Alice Smith", prompt="The mother tongue of {} is", target_new="German", target_true="French")
+    ed1.store.record_use([a.id])
+    report = ed1.commit(min_uses=1, method="rome", hparams=ROME, stats=stats[1])
+    assert report.ok and report.committed_edits == [a.id], report.refused
+    assert not equal(model1, base)
+    edited = params(model1)
+    with psycopg.connect(url) as raw:
+        (name, n, size), = raw.execute("SELECT c.file, count(*), max(b.size) FROM commits c "
+                                       "JOIN commit_blobs b ON b.name = c.file GROUP BY c.file").fetchall()
+        assert n == 1 and size > 0
+
+    model2 = make_model("llama", len(tok))
+    ed2 = Editor(model=(model2, tok), store=url, gates=TINY_GATES)
+    try:
+        assert ed2.prepare(q).route == "weights"
+        assert equal(model2, edited), "replica 2 must hold exactly base + the ledger committed by replica 1"
+
+        with psycopg.connect(url) as raw:  # a damaged blob is refused, never half-applied
+            raw.execute("UPDATE commit_blobs SET data = overlay(data placing '\\x00' from 200 for 1)")
+        ed3 = Editor(model=(make_model("llama", len(tok)), tok), store=url)
+        with pytest.raises(StoreError, match="checksum"):
+            ed3.prepare(q)
+        ed3.close()
+
+        ed2.forget(a.id)
+        assert equal(model2, base), "forgetting a committed edit restores the base weights bit for bit"
+        with psycopg.connect(url) as raw:
+            assert raw.execute("SELECT count(*) FROM commit_blobs").fetchone()[0] == 0
+            assert raw.execute("SELECT status, file FROM commits").fetchall() == [("dropped", None)]
+        assert ed1.prepare(q).route == "base"  # replica 1 catches up from the database before its next answer
+        assert equal(model1, base)
+    finally:
+        ed1.close()
+        ed2.close()
 
 
 def test_small_namespace_inside_a_bigger_store_still_finds_its_edits(url, embedder):
@@ -395,3 +517,21 @@ def test_open_store_picks_the_backend_and_hides_passwords(tmp_path, embedder):
     with pytest.raises(StoreError) as info:  # a refused connection names the server, never the password
         PgEditStore("postgresql://bob:s3cret@127.0.0.1:1/x", reconnect_s=0.5)
     assert "s3cret" not in str(info.value) and "127.0.0.1" in str(info.value)
+
+
+def test_evaluation_runs_unchanged_on_a_postgresql_store(url, tmp_path):
+    """`memedit eval`'s library API on a URL: the case's edit goes to the database and its probes route through it."""
+    from test_eval import CF, _write
+
+    from memedit.editor import Editor
+    from memedit.eval import evaluate, load_cases
+
+    cases = load_cases(_write(tmp_path / "cf.jsonl", CF[:1]), "counterfact").cases
+    rep = evaluate(lambda store: Editor(store=store, policy="ike", max_new_tokens=8), cases, store_path=url)
+    assert rep.cases == 1 and rep.overall["reliability"]["n"] == 1 and rep.overall["locality"]["n"] == 1
+    with PgEditStore(url) as store:
+        stored = store.list(None)
+        assert [e.subject for e in stored] == [cases[0].edit.subject]
+        assert store.usage(stored[0].id), "answering the case's probes counted the edit's use in the database"
+    for r in rep.results:
+        assert (r.route != "base") == r.own_edit_used

@@ -538,21 +538,38 @@ def test_no_cross_namespace_read_or_write(iso, tok, ns, op, which):
             assert f"swordfish-{n}." not in r.text and f"teal-{n}." not in r.text
 
 
-def test_the_page_serves_a_postgresql_store_with_its_token_file_in_the_cache(pg_url, embedder, tmp_path, monkeypatch):
+def test_replicas_of_a_postgresql_store_share_its_tokens(pg_url, embedder):
+    """Tokens live in the database: a token made through one replica works on another; a revoke ends both."""
+    from typer.testing import CliRunner
+
+    from memedit.cli import app as cli
     from memedit.store import open_store
-    from memedit.web.auth import tokens_path_for
+    from memedit.web.auth import TokenTable
 
-    monkeypatch.setenv("MEMEDIT_CACHE_DIR", str(tmp_path / "cache"))
     url = pg_url()
-    where = tokens_path_for(url)
-    assert where.parent == tmp_path / "cache" / "tokens" and where.name.startswith("pg-")
-    secret_url = url.replace("://", "://memedit:s3cret@", 1) if "@" not in url else url
-    assert "s3cret" not in str(tokens_path_for(secret_url)), "the password never names a file"
-    with open_store(url, embedder=embedder) as store:
-        e = store.add(Edit.text("Globex sells hammocks.", namespace="globex"))
-        tokens, admin = TokenFile.open(where)
-        client = TestClient(create_app(store))   # finds the same token file by the store's URL
-        r = client.get("/api/edits", params={"namespace": "globex"}, headers=H(admin))
-        assert r.status_code == 200, r.text
-        assert [x["id"] for x in r.json()["edits"]] == [e.id]
-
+    runner = CliRunner()
+    res = runner.invoke(cli, ["tokens", "add", "globex-reader", "-n", "globex", "--store", url, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    reader, admin = out["token"], out["admin_token"]
+    with open_store(url, embedder=embedder) as one, open_store(url, embedder=embedder) as two:
+        e = one.add(Edit.text("Globex sells hammocks.", namespace="globex"))
+        one.add(Edit.text("Initech sells staplers.", namespace="initech"))
+        c1, c2 = TestClient(create_app(one)), TestClient(create_app(two))  # each finds the tokens in the database
+        for c in (c1, c2):
+            r = c.get("/api/edits", params={"namespace": "globex"}, headers=H(reader))
+            assert r.status_code == 200 and [x["id"] for x in r.json()["edits"]] == [e.id], r.text
+            assert c.get("/api/edits", params={"namespace": "initech"}, headers=H(reader)).status_code == 403
+            assert c.get("/api/edits", params={"namespace": "initech"}, headers=H(admin)).status_code == 200
+        assert TokenTable.open_in(two)[1] is None, "the admin token is created once, not per replica"
+        res = runner.invoke(cli, ["tokens", "revoke", "globex-reader", "--store", url, "--json"])
+        assert res.exit_code == 0, res.output
+        for c in (c1, c2):  # the very next request on every replica is refused
+            assert c.get("/api/edits", params={"namespace": "globex"}, headers=H(reader)).status_code == 401
+    res = runner.invoke(cli, ["tokens", "list", "--store", url, "--json"])
+    assert res.exit_code == 0 and [t["name"] for t in json.loads(res.output)] == ["admin"]
+    res = runner.invoke(cli, ["tokens", "revoke", "nobody", "--store", url, "--json"])
+    assert res.exit_code == 3 and "no token named" in res.output
+    with open_store(url, embedder=embedder) as s:  # secrets never stored: only their hashes
+        stored = [r["sha256"] for r in s.db.query("SELECT sha256 FROM api_tokens")]
+        assert reader not in str(stored) and admin not in str(stored) and len(stored) == 1

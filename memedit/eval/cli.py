@@ -104,6 +104,8 @@ def run(
     partial: Optional[Path] = typer.Option(None, "--partial", help="Append each probe result to this JSONL file as it comes."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here."),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a bar plot PNG here."),
+    store: Optional[str] = typer.Option(None, "--store", help="Store to run in (a path or a postgresql:// URL; "
+                                        "each case gets its own namespace). Default: a temporary SQLite store."),
 ) -> None:
     """Evaluate reliability, generalization, locality, portability and scope decisions."""
     from rich.console import Console
@@ -146,6 +148,7 @@ def run(
                 fh = partial.open("a", encoding="utf-8")
                 sink = lambda r, fh=fh, m=m: (fh.write(json.dumps(dict(r.to_dict(), mode=m)) + "\n"), fh.flush())  # noqa: E731
             rep = evaluate(factory, cases, mode=m, progress=True, config=dict(config, mode=m), on_result=sink,
+                           store_path=store,
                            time_budget_s=None if time_budget is None else time_budget * 60 / len(modes))
             rd = rep.to_dict()
             reports[m] = rd

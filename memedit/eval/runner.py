@@ -92,8 +92,9 @@ def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], 
              on_result: Callable[[ProbeResult], None] | None = None) -> EvalReport:
     """Evaluate ``cases``; ``editor`` is an Editor or a factory ``(store) -> Editor``.
 
-    With a factory the edits go to a temporary store (``store_path``, or a
-    fresh temporary directory removed afterwards). With an Editor they go to
+    With a factory the edits go to the store opened from ``store_path`` (a
+    path or a ``postgresql://`` URL; new namespaces per run), by default a
+    temporary SQLite store removed afterwards. With an Editor they go to
     its own store, in new namespaces named ``eval-…`` (left there).
 
     ``time_budget_s`` stops before the next case once that much time has
@@ -106,7 +107,7 @@ def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], 
     if not cases:
         raise ValidationError("no cases to evaluate")
     from ..editor import Editor
-    from ..store import EditStore
+    from ..store import open_store
 
     tmp = None
     store = None
@@ -116,7 +117,7 @@ def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], 
         if store_path is None:
             tmp = tempfile.TemporaryDirectory(prefix="memedit-eval-")
             store_path = Path(tmp.name) / "eval.db"
-        store = EditStore(store_path)
+        store = open_store(store_path)  # a path (SQLite) or a postgresql:// URL
         ed = editor(store)
         if not isinstance(ed, Editor):
             raise ValidationError("the editor factory must return a memedit Editor")

@@ -4,7 +4,8 @@
 """
 from .chain import Event
 from .common import SearchHit, VerifyReport
-from .open import copy_store, open_store
+from .copy import copy_store
+from .open import open_store
 from .postgres import PgEditStore
 from .sqlite import EditStore
 

@@ -138,6 +138,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX edits_ns_id ON edits(namespace, id);
         """,
     ),
+    (
+        5,
+        "weight-commit deltas inside the database, so every replica can replay the ledger",
+        """
+        CREATE TABLE commit_blobs (
+            name TEXT PRIMARY KEY,
+            size BIGINT NOT NULL,
+            data BYTEA NOT NULL
+        );
+        """,
+    ),
+    (
+        6,
+        "API tokens for the audit page and API, shared by every replica (hashed secrets only)",
+        """
+        CREATE TABLE api_tokens (
+            name TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            namespaces TEXT NOT NULL,
+            write BOOLEAN NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        """,
+    ),
 ]
 
 

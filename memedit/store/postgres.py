@@ -40,13 +40,13 @@ is retried on a new connection (nothing of it landed); one that breaks
 during COMMIT raises :class:`StoreError` saying the outcome is unknown.
 Reads retry. Reconnection waits up to ``reconnect_s`` (a server restart).
 
-Weight commits keep their delta files beside a SQLite store; a PostgreSQL
-store has no such place yet, so :attr:`ledger_dir` raises
-:class:`UnsupportedOperationError` (forgetting still drops ledger rows).
+**Weight commits.** The ledger rows live in ``commits`` and each commit's
+deltas in a ``commit_blobs`` row written in the same transaction, so every
+replica that sees a commit can replay it, and forgetting an edit deletes its
+commits' deltas in the forget's own transaction (:mod:`memedit.store.deltas`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -59,10 +59,11 @@ import numpy as np
 
 from ..config import DEFAULT_NAMESPACE
 from ..edits import LIVE_STATUSES, Edit, clean_text, utcnow, validate_namespace
-from ..errors import ConflictError, NotFoundError, StoreError, UnsupportedOperationError, ValidationError
+from ..errors import ConflictError, NotFoundError, StoreError, ValidationError
 from .chain import GENESIS, Event, canonical_json, event_hash
 from .common import (CONTENT_COLUMNS, MAX_QUERY, TEXT_COLUMNS, SearchHit, VerifyReport, check_k, check_list_window,
                      checked_new_edit, edit_from_row, extra_filters, like_pattern, new_edit_row, progress, statuses, verify_rows)
+from .deltas import PgDeltaBlobs, drop_commits_with
 from .pg_schema import apply_migrations, fix_dimension, has_schema
 
 log = logging.getLogger(__name__)
@@ -212,10 +213,9 @@ class PgEditStore:
         return self._embedder
 
     @property
-    def ledger_dir(self) -> Any:
-        raise UnsupportedOperationError(
-            "weight commits are not supported on a PostgreSQL store yet (their delta files live beside a SQLite "
-            "store); copy the edits to a SQLite store with 'memedit copy-store' to commit them to weights")
+    def delta_blobs(self) -> PgDeltaBlobs:
+        """The weight-commit deltas, as ``commit_blobs`` rows every replica reads."""
+        return PgDeltaBlobs(self)
 
     # ---- transactions -----------------------------------------------------------
     @contextmanager
@@ -570,38 +570,21 @@ class PgEditStore:
             self._exec("DELETE FROM notes WHERE edit_id = %s", (edit_id,))
             self._append_event("forget", namespace=edit.namespace, edit_id=edit_id, actor=actor,
                                payload={"tombstone": tomb, **({"reason_given": True} if reason else {})})
-            return self._drop_commits_with(edit_id, actor)
+            dropped, blobs = drop_commits_with(self, edit_id, actor)
+            self.delta_blobs.erase(blobs)  # in the same transaction: no replica sees a dropped commit's deltas
+            return dropped
 
         dropped = self._tx(body)
         vacuumed = self.checkpoint() if self.vacuum_on_forget else False
         return {"id": edit_id, "forgotten": True, "checkpoint_complete": vacuumed, "index_saved": True,
                 "commits_dropped": dropped}
 
-    def _drop_commits_with(self, edit_id: int, actor: str | None) -> list[int]:
-        dropped = []
-        for row in self._select("SELECT id, edit_ids FROM commits WHERE status != 'dropped'"):
-            ids = json.loads(row["edit_ids"])
-            if edit_id not in ids:
-                continue
-            self._exec("UPDATE commits SET status = 'dropped', file = NULL, file_sha256 = NULL WHERE id = %s", (row["id"],))
-            dropped.append(row["id"])
-            for other in ids:
-                if other == edit_id:
-                    continue
-                other_edit = self._get(other)
-                self._exec("UPDATE edits SET committed = 0 WHERE id = %s", (other,))
-                self._append_event("revert", namespace=other_edit.namespace, edit_id=other, actor=actor,
-                                   payload={"commit": row["id"], "why": "dropped with a forgotten edit"})
-        if dropped:
-            self._set_meta("ledger_gen", str(int(self._meta("ledger_gen") or 0) + 1))
-        return dropped
-
     def checkpoint(self) -> bool:
         """VACUUM the tables forget touches, so dead row versions leave the table pages; True when it ran."""
         import psycopg
 
         try:
-            self._read(lambda c: c.execute("VACUUM edits, vectors, usage, notes"))
+            self._read(lambda c: c.execute("VACUUM edits, vectors, usage, notes, commits, commit_blobs"))
             return True
         except (psycopg.Error, StoreError) as exc:
             log.warning("VACUUM after forget did not run: %s", exc)

@@ -16,7 +16,6 @@ and rebuilt from the stored vectors on any mismatch.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -42,6 +41,7 @@ from .common import edit_from_row as _edit_from_row
 from .common import extra_filters, like_pattern, new_edit_row, verify_rows
 from .common import progress as _progress
 from .common import statuses as _statuses
+from .deltas import DeltaFiles, drop_commits_with
 from .index import VectorIndex
 from .schema import apply_migrations
 
@@ -133,10 +133,18 @@ class EditStore:
     # ---- transactions ---------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[None]:
-        """One ``BEGIN IMMEDIATE`` transaction, retried while another writer holds the lock."""
+        """One ``BEGIN IMMEDIATE`` transaction, retried while another writer holds the lock.
+
+        Nested inside this thread's own open transaction it joins it (the lock
+        is reentrant and no other thread can be inside), so several steps, such
+        as an import and the copy of a store's history, commit or fail together.
+        """
         with self._lock:
             if self._conn is None:
                 raise StoreError("the store is closed")
+            if self._conn.in_transaction:
+                yield
+                return
             for attempt in range(WRITE_RETRIES):
                 try:
                     self._conn.execute("BEGIN IMMEDIATE")
@@ -401,12 +409,11 @@ class EditStore:
             tomb = self._row("SELECT content_hash FROM edits WHERE id = ?", [edit_id])["content_hash"]
             self._append_event("forget", namespace=edit.namespace, edit_id=edit_id, actor=actor,
                                payload={"tombstone": tomb, **({"reason_given": True} if reason else {})})
-            dropped, delta_files = self._drop_commits_with(edit_id, actor)
+            dropped, delta_blobs = drop_commits_with(self, edit_id, actor)
         with self._lock:
             self._ensure_index()  # the vector must leave the index file too, even if it was never loaded here
             self._save_index(force=True)
-        for f in delta_files:  # the deltas encode the edit: erase them once the drop has committed
-            f.unlink(missing_ok=True)
+        self.delta_blobs.erase(delta_blobs)  # the deltas encode the edit: erase them once the drop has committed
         checkpoint = self.checkpoint()
         return {"id": edit_id, "forgotten": True, "checkpoint_complete": checkpoint, "index_saved": True,
                 "commits_dropped": dropped}
@@ -416,33 +423,10 @@ class EditStore:
         """Where weight-commit delta files live: ``x.db`` -> ``x.ledger/``."""
         return self.path.with_suffix(".ledger")
 
-    def _drop_commits_with(self, edit_id: int, actor: str | None) -> tuple[list[int], list[Path]]:
-        """Inside a write transaction: drop every weight commit holding this edit.
-
-        The other edits of a dropped batch go back to uncommitted (a later
-        commit recomputes them); any model replaying the ledger afterwards is
-        bit-identical to one that never had the dropped commits.
-        """
-        dropped, files = [], []
-        for row in self.db.query("SELECT id, edit_ids, file FROM commits WHERE status != 'dropped'"):
-            ids = json.loads(row["edit_ids"])
-            if edit_id not in ids:
-                continue
-            self._conn.execute("UPDATE commits SET status = 'dropped', file = NULL, file_sha256 = NULL WHERE id = ?",
-                               (row["id"],))
-            dropped.append(row["id"])
-            if row["file"]:
-                files.append(self.ledger_dir / row["file"])
-            for other in ids:
-                if other == edit_id:
-                    continue
-                other_edit = self._get(other)
-                self._conn.execute("UPDATE edits SET committed = 0 WHERE id = ?", (other,))
-                self._append_event("revert", namespace=other_edit.namespace, edit_id=other, actor=actor,
-                                   payload={"commit": row["id"], "why": "dropped with a forgotten edit"})
-        if dropped:
-            self._set_meta("ledger_gen", str(int(self._meta("ledger_gen") or 0) + 1))
-        return dropped, files
+    @property
+    def delta_blobs(self) -> DeltaFiles:
+        """The weight-commit deltas: one safetensors file per commit in :attr:`ledger_dir`."""
+        return DeltaFiles(self.ledger_dir)
 
     def checkpoint(self) -> bool:
         """Copy the WAL into the database and truncate it; True when it fully completed."""
@@ -595,12 +579,16 @@ class EditStore:
             edit = _edit_from_row(row)
             texts = edit.search_texts()
             blobs = vecs.get(edit_id, [])
+            vec = None  # the matched text's stored vector, when rows and texts line up
             if len(blobs) == len(texts) > 1:
                 mat = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
-                matched = texts[int(np.argmax(mat @ qvec))]
+                best = int(np.argmax(mat @ qvec))
+                matched, vec = texts[best], mat[best]
             else:
                 matched = texts[0] if texts else ""
-            hits.append(SearchHit(edit, float(score), matched))
+                if len(blobs) == len(texts) == 1:
+                    vec = np.frombuffer(blobs[0], dtype=np.float32)
+            hits.append(SearchHit(edit, float(score), matched, vec))
         return hits
 
     def _select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:

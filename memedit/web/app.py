@@ -2,9 +2,9 @@
 
 >>> from memedit import EditStore
 >>> from memedit.web.app import create_app
->>> from memedit.web.auth import TokenFile, tokens_path_for
+>>> from memedit.web.auth import open_tokens
 >>> store = EditStore("stores/default.db")                                    # doctest: +SKIP
->>> tokens, admin_secret = TokenFile.open(tokens_path_for(store.path))        # doctest: +SKIP
+>>> tokens, admin_secret = open_tokens(store)    # x.tokens.json beside SQLite; a table on PostgreSQL  # doctest: +SKIP
 >>> app = create_app(store, tokens=tokens)                                    # doctest: +SKIP
 >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8765)            # doctest: +SKIP
 
@@ -29,7 +29,7 @@ from ..errors import ConflictError, MemeditError, NotFoundError, StoreError, Val
 from ..policy import NamespacePolicy, Policy, RateLimitedError
 from .api import AuthError
 from .api import router as api_router
-from .auth import Sessions, TokenFile, tokens_path_for
+from .auth import Sessions, TokenFile, open_tokens
 from .pages import router as pages_router
 
 log = logging.getLogger(__name__)
@@ -52,18 +52,15 @@ def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | 
                public_read: Iterable[str] = (), secure_cookies: bool = False) -> FastAPI:
     """The app over ``store``.
 
-    ``tokens``: the token file (default: beside the store, created with an
-    admin token that is logged once). ``policy``: a :class:`Policy` or the
+    ``tokens``: the tokens (default: :func:`~memedit.web.auth.open_tokens`,
+    the file beside a SQLite store or a PostgreSQL store's table, created with
+    an admin token that is logged once). ``policy``: a :class:`Policy` or the
     default :class:`NamespacePolicy` for every namespace. ``public_read``:
     namespaces anyone may read without a token (default none).
     ``secure_cookies``: mark cookies Secure (serve behind HTTPS).
     """
     if tokens is None:
-        where = getattr(store, "path", None) or getattr(store, "url", None)
-        if where is None:
-            raise ValidationError("this store has no file path or URL to key its token file: "
-                              "pass tokens=TokenFile.open(path)[0]")
-        tokens, secret = TokenFile.open(tokens_path_for(where))
+        tokens, secret = open_tokens(store)
         if secret:
             log.warning("created admin token (shown once): %s", secret)
     if policy is None or isinstance(policy, NamespacePolicy):

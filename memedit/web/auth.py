@@ -9,8 +9,9 @@ True
 True
 
 Tokens are random (``me_`` + 32 bytes, url-safe) and stored only as SHA-256
-hashes in a JSON file beside the store (``x.db`` -> ``x.tokens.json``, mode
-0600). On first start an ``admin`` token (all namespaces, read and write) is
+hashes: in a JSON file beside a SQLite store (``x.db`` -> ``x.tokens.json``,
+mode 0600), or in a PostgreSQL store's ``api_tokens`` table so that every
+replica shares them (:class:`TokenTable`; :func:`open_tokens` picks). On first start an ``admin`` token (all namespaces, read and write) is
 generated and printed once. A token's ``namespaces`` are exact names or
 prefixes ending in ``/*`` (``acme/*`` covers ``acme`` and everything under
 it); ``*`` means all. ``write`` allows changing state.
@@ -46,15 +47,12 @@ SESSION_TTL_S = 8 * 3600
 
 
 def tokens_path_for(store_path: str | os.PathLike[str]) -> Path:
-    """Where a store's token file lives: ``x.db`` -> ``x.tokens.json``; for a PostgreSQL URL, under the cache
-    directory, named by a hash of the URL without its password (the server has no directory of ours)."""
-    from ..store.open import describe, is_postgres_url
+    """Where a SQLite store's token file lives: ``x.db`` -> ``x.tokens.json`` (a PostgreSQL store keeps its
+    tokens in its own ``api_tokens`` table: :class:`TokenTable`)."""
+    from ..store.open import is_postgres_url
 
     if is_postgres_url(str(store_path)):
-        from ..config import cache_dir
-
-        name = hashlib.sha256(describe(store_path).encode("utf-8")).hexdigest()[:16]
-        return cache_dir() / "tokens" / f"pg-{name}.tokens.json"
+        raise ValidationError("a PostgreSQL store keeps its tokens in its api_tokens table, not in a file")
     p = Path(store_path)
     return p.with_name(p.stem + ".tokens.json")
 
@@ -180,16 +178,23 @@ class TokenFile:
             raise ValidationError("a token needs at least one namespace pattern ('*' for all)")
         scopes = [check_scope(p) for p in namespaces]
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._lock:
-            self._refresh()
-            if any(r["name"] == name for r in self._records):
-                raise ValidationError(f"a token named {name!r} exists; revoke it first")
-            self._records.append({"name": name, "sha256": _digest(secret), "namespaces": scopes,
-                                  "write": bool(write), "created_at": utcnow()})
-            self._save()
+        self._add({"name": name, "sha256": _digest(secret), "namespaces": scopes, "write": bool(write),
+                   "created_at": utcnow()})
         return secret
 
     def revoke(self, name: str) -> None:
+        self._remove(name)
+
+    # ---- storage: a JSON file (TokenTable keeps the same records in a PostgreSQL store) ----
+    def _add(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._refresh()
+            if any(r["name"] == record["name"] for r in self._records):
+                raise ValidationError(f"a token named {record['name']!r} exists; revoke it first")
+            self._records.append(record)
+            self._save()
+
+    def _remove(self, name: str) -> None:
         with self._lock:
             self._refresh()
             kept = [r for r in self._records if r["name"] != name]
@@ -197,6 +202,10 @@ class TokenFile:
                 raise NotFoundError(f"no token named {name!r}")
             self._records = kept
             self._save()
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def list(self) -> list[dict[str, Any]]:
         """Names and permissions (never hashes)."""
@@ -219,6 +228,82 @@ class TokenFile:
         if found is None:
             return None
         return Principal(found["name"], tuple(found["namespaces"]), bool(found["write"]))
+
+
+class TokenTable(TokenFile):
+    """The same tokens kept in a PostgreSQL store's ``api_tokens`` table, so every replica shares them.
+
+    ``memedit tokens add`` on one machine works on all of them, and a revoke
+    ends API access and browser sessions on every replica from its next
+    request (each check reads the table: one indexed query).
+    """
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.path = None  # type: ignore[assignment]
+        self._records = []
+        self._lock = threading.Lock()
+        self._mtime = None
+
+    @classmethod
+    def open_in(cls, store: Any, *, create_admin: bool = True) -> tuple["TokenTable", str | None]:
+        """The store's tokens; the first ``open_in`` (with ``create_admin``) creates the ``admin`` token."""
+        table = cls(store)
+        table._refresh()
+        if table._records or not create_admin:
+            return table, None
+        try:
+            return table, table.create("admin", namespaces=["*"], write=True)
+        except ValidationError:  # another replica created it meanwhile: its secret was shown there
+            return table, None
+
+    @property
+    def where(self) -> str:
+        from ..store.open import describe
+
+        return f"the api_tokens table of {describe(self.store.url)}"
+
+    def _refresh(self) -> None:
+        rows = self.store._select("SELECT name, sha256, namespaces, write, created_at FROM api_tokens ORDER BY name")
+        self._records = [dict(r, namespaces=json.loads(r["namespaces"]), write=bool(r["write"])) for r in rows]
+
+    def _save(self) -> None:
+        raise StoreError("internal: a token table has no file to save")
+
+    def _add(self, record: dict[str, Any]) -> None:
+        def body() -> bool:
+            cur = self.store._exec(
+                "INSERT INTO api_tokens(name, sha256, namespaces, write, created_at) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (name) DO NOTHING RETURNING name",
+                (record["name"], record["sha256"], json.dumps(record["namespaces"]), record["write"],
+                 record["created_at"]))
+            return cur.fetchone() is not None
+
+        if not self.store._tx(body):
+            raise ValidationError(f"a token named {record['name']!r} exists; revoke it first")
+
+    def _remove(self, name: str) -> None:
+        def body() -> bool:
+            return self.store._exec("DELETE FROM api_tokens WHERE name = %s RETURNING name", (name,)).fetchone() is not None
+
+        if not self.store._tx(body):
+            raise NotFoundError(f"no token named {name!r}")
+
+
+def open_tokens(store: Any, tokens_path: str | os.PathLike[str] | None = None, *,
+                create_admin: bool = True) -> tuple[TokenFile, str | None]:
+    """The tokens for ``store``: ``tokens_path`` if given, else the store's own table (PostgreSQL) or the file
+    beside it (SQLite, ``x.db`` -> ``x.tokens.json``). Returns (tokens, the new admin secret or None)."""
+    if tokens_path is not None:
+        return TokenFile.open(tokens_path, create_admin=create_admin)
+    from ..store.postgres import PgEditStore
+
+    if isinstance(store, PgEditStore):
+        return TokenTable.open_in(store, create_admin=create_admin)
+    where = getattr(store, "path", None)
+    if where is None:
+        raise ValidationError("this store has no file path or URL to keep its tokens by: pass a token file path")
+    return TokenFile.open(tokens_path_for(where), create_admin=create_admin)
 
 
 @dataclass

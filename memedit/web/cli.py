@@ -7,8 +7,9 @@
     memedit tokens list --json
     memedit tokens revoke alice
 
-Tokens live hashed in a JSON file beside the store (``x.db`` ->
-``x.tokens.json``, or ``--tokens PATH``). FastAPI and uvicorn come with the
+Tokens live hashed in a JSON file beside a SQLite store (``x.db`` ->
+``x.tokens.json``, or ``--tokens PATH``), and in the ``api_tokens`` table of a
+PostgreSQL store, shared by every replica. FastAPI and uvicorn come with the
 ``web`` extra (``pip install 'memedit[web]'``); this module imports them only
 when ``serve`` runs.
 """
@@ -17,12 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from ..config import default_store_path
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +33,27 @@ tokens_app = typer.Typer(help="Create, list and revoke API tokens for 'memedit s
 app.add_typer(tokens_app, name="tokens", help="Create, list and revoke API tokens for 'memedit serve'.")
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", "-s", help="SQLite store file or postgresql:// URL (default ./stores/default.db or $MEMEDIT_STORE).")]
-TokensOpt = Annotated[Optional[Path], typer.Option("--tokens", help="Token file (default: beside the store, x.tokens.json).")]
+TokensOpt = Annotated[Optional[Path], typer.Option("--tokens", help="Token file (default: beside a SQLite store, x.tokens.json; a PostgreSQL store's own table).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _tokens_path(store: str | None, tokens: Path | None) -> Path:
-    """``--tokens``, else beside the SQLite store (for PostgreSQL, under the cache directory)."""
-    from .auth import tokens_path_for
+@contextmanager
+def _tokens(store: str | None, tokens: Path | None, *, create_admin: bool = True,
+            must_exist: bool = False) -> Iterator[tuple[Any, str | None]]:
+    """The tokens of ``--store`` (its table on PostgreSQL, the file beside SQLite) or ``--tokens PATH``."""
+    from ..errors import NotFoundError
+    from ..store.open import default_store_target, is_postgres_url, open_store
+    from .auth import TokenFile, open_tokens, tokens_path_for
 
-    if tokens is not None:
-        return tokens
-    target = store or os.environ.get("MEMEDIT_STORE") or str(default_store_path())
-    return tokens_path_for(target)  # a PostgreSQL URL: under the cache directory
+    target = store or default_store_target()
+    if tokens is None and is_postgres_url(str(target)):
+        with open_store(target) as s:
+            yield open_tokens(s, create_admin=create_admin)
+        return
+    path = tokens if tokens is not None else tokens_path_for(target)
+    if must_exist and not Path(path).exists():
+        raise NotFoundError(f"no token file at {path}; 'memedit serve' or 'memedit tokens add' creates it")
+    yield TokenFile.open(path, create_admin=create_admin)
 
 
 def _fail(exc: Exception, as_json: bool) -> None:
@@ -88,7 +98,7 @@ def serve(
         from ..policy import NamespacePolicy, Policy
         from ..store.open import open_store
         from .app import create_app
-        from .auth import TokenFile
+        from .auth import open_tokens
     except ModuleNotFoundError as exc:
         typer.echo(f"error: {exc.name} is missing; install the web extra: pip install 'memedit[web]'", err=True)
         raise typer.Exit(2) from None
@@ -97,15 +107,15 @@ def serve(
     try:
         max_edits, window = parse_rate(rate_limit)
         rules = NamespacePolicy(chat_status=policy_chat_status, max_edits=max_edits, window_s=window)
-        token_file, secret = TokenFile.open(_tokens_path(store, tokens))
         s = open_store(store)
+        token_file, secret = open_tokens(s, tokens)
         policy = Policy.from_file(s, policy_file) if policy_file else Policy(s, default=rules)
     except MemeditError as exc:
         _fail(exc, False)
         return
     if secret:
         typer.echo(f"Created the admin token (all namespaces, read and write). It is shown only now:\n\n  {secret}\n\n"
-                   f"Stored hashed in {token_file.path}. Sign in at http://{host}:{port}/ui/login")
+                   f"Stored hashed in {token_file.where}. Sign in at http://{host}:{port}/ui/login")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can try tokens; use HTTPS in front", host)
     app_ = create_app(s, tokens=token_file, policy=policy, public_read=public_read or (), secure_cookies=secure_cookies)
@@ -124,11 +134,10 @@ def tokens_add(
 ) -> None:
     """Create a token; its secret is printed once."""
     from ..errors import MemeditError
-    from .auth import TokenFile
 
     try:
-        tf, first = TokenFile.open(_tokens_path(store, tokens))
-        secret = tf.create(name, namespaces=namespace, write=write)
+        with _tokens(store, tokens) as (tf, first):
+            secret = tf.create(name, namespaces=namespace, write=write)
     except MemeditError as exc:
         _fail(exc, as_json)
         return
@@ -145,15 +154,10 @@ def tokens_add(
 def tokens_list(store: StoreOpt = None, tokens: TokensOpt = None, as_json: JsonOpt = False) -> None:
     """List tokens (names and permissions; secrets are never stored)."""
     from ..errors import MemeditError
-    from .auth import TokenFile
 
-    path = _tokens_path(store, tokens)
     try:
-        if not path.exists():
-            from ..errors import NotFoundError
-
-            raise NotFoundError(f"no token file at {path}; 'memedit serve' or 'memedit tokens add' creates it")
-        rows = TokenFile.open(path)[0].list()
+        with _tokens(store, tokens, create_admin=False, must_exist=True) as (tf, _):
+            rows = tf.list()
     except MemeditError as exc:
         _fail(exc, as_json)
         return
@@ -169,15 +173,10 @@ def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]
                   tokens: TokensOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a token: API calls and browser sessions using it fail from the next request."""
     from ..errors import MemeditError
-    from .auth import TokenFile
 
-    path = _tokens_path(store, tokens)
     try:
-        if not path.exists():
-            from ..errors import NotFoundError
-
-            raise NotFoundError(f"no token file at {path}")
-        TokenFile.open(path, create_admin=False)[0].revoke(name)
+        with _tokens(store, tokens, create_admin=False, must_exist=True) as (tf, _):
+            tf.revoke(name)
     except MemeditError as exc:
         _fail(exc, as_json)
         return
