@@ -7,7 +7,7 @@ A fresh store per size is filled with the synthetic fact edits of
 question about a stored edit) and half unrelated (general-knowledge questions).
 Routing overhead = :meth:`Router.prepare`'s ``embed + search + classify``
 timings (classification runs only when the search returns candidates); also
-reported, the whole ``prepare`` wall time. On the first (smallest) store,
+reported, each piece's p50 and the whole ``prepare`` wall time. On the first (smallest) store,
 out-of-scope questions are answered through ``Router.answer`` and by the bare
 ``base.chat([user: q])``, interleaved, and the median ratio is reported.
 """
@@ -42,6 +42,9 @@ UNRELATED = [
     "What is the square root of 81?", "Which animal is known as the king of the jungle?",
     "What is the freezing point of water in Fahrenheit?", "What currency is used in Japan?",
 ]
+
+
+PIECES = ("embed", "search", "classify")  # Router.prepare's timings that make up the routing overhead
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -81,16 +84,21 @@ def main() -> None:
             for q in qs[:5]:
                 router.prepare(q)  # warm-up
             overhead, wall, routes = [], [], []
+            pieces: dict[str, list[float]] = {k: [] for k in PIECES}
             for q in qs:
                 t0 = time.perf_counter()
                 p = router.prepare(q)
                 wall.append((time.perf_counter() - t0) * 1000)
-                overhead.append(sum(p.timings_ms.get(k, 0.0) for k in ("embed", "search", "classify")))
+                overhead.append(sum(p.timings_ms.get(k, 0.0) for k in PIECES))
+                for k in PIECES:
+                    pieces[k].append(p.timings_ms.get(k, 0.0))
                 routes.append(p.route)
             half = len(qs) // 2
             out["sizes"][n] = {
                 "add_s": round(add_s, 1),
                 "overhead_p50_ms": pct(overhead, 50), "overhead_p99_ms": pct(overhead, 99),
+                # which part the overhead is: embed (the question; edit texts only where the store has no vectors)
+                **{f"{k}_p50_ms": pct(v, 50) for k, v in pieces.items()},
                 "prepare_wall_p50_ms": pct(wall, 50), "prepare_wall_p99_ms": pct(wall, 99),
                 "in_scope_routed_edit": sum(r != "base" for r in routes[:half]) / half,
                 "unrelated_routed_base": sum(r == "base" for r in routes[half:]) / (len(qs) - half),

@@ -177,6 +177,7 @@ class Router:
         self.max_new_tokens = max_new_tokens
         self._vec_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._vec_lock = threading.Lock()
+        self._known_namespaces: set[str] = set()
         self.methods: dict[str, RouteMethod] = {"base": _BaseMethod(), "weights": _WeightsMethod()}
         #: a :class:`~memedit.committed.CommittedWeights` (or None): which edits the base weights hold
         self.weights = weights
@@ -245,6 +246,25 @@ class Router:
                 self._vec_cache.popitem(last=False)
         return out
 
+    def _hit_vectors(self, hits: Sequence[Any]) -> np.ndarray:
+        """The unit vector of each hit's matched text, one row per hit.
+
+        A store that returns the stored vector with the hit (SQLite) saves a
+        forward pass over up to ``k`` texts per question, the largest share of
+        routing time when the hits are new; other hits are embedded here (cached).
+        """
+        stored = [getattr(h, "vector", None) for h in hits]
+        missing = [h.matched_text for h, v in zip(hits, stored) if v is None]
+        fresh = iter(self._embed(missing)) if missing else iter(())
+        return np.stack([np.asarray(v, dtype=np.float32) if v is not None else next(fresh) for v in stored])
+
+    def _namespace(self, name: str) -> str:
+        """``store.require_namespace``, asked once per name: namespaces are never deleted, so one seen stays valid."""
+        if not isinstance(name, str) or name not in self._known_namespaces:
+            name = self.store.require_namespace(name)  # raises for a bad or unknown name
+            self._known_namespaces.add(name)
+        return name
+
     def _decide(self, question: str, used: list[UsedEdit], committed: frozenset[int] = frozenset()) -> str:
         if not used:
             return "base"
@@ -279,7 +299,7 @@ class Router:
         question = check_question(question)
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100):
             raise ValidationError("k must be an integer in 1..100")
-        namespace = self.store.require_namespace(namespace)
+        namespace = self._namespace(namespace)
         timings: dict[str, float] = {}
         text = question.strip()
 
@@ -299,7 +319,7 @@ class Router:
             clf = self.classifier
             same_space = clf.embedder_name == getattr(self.store.embedder, "name", None)
             # The classifier reads the very vectors the index compared, when both come from one embedder.
-            e_vecs = self._embed(matched) if same_space else None
+            e_vecs = self._hit_vectors(hits) if same_space else None
             q_vecs = np.repeat(qvec[None, :], len(hits), axis=0) if same_space else None
             timings["embed"] += _ms(t0)
             t0 = time.perf_counter()

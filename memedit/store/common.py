@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 from ..edits import STATUSES, Edit, subject_key, utcnow
@@ -35,6 +35,9 @@ class SearchHit:
     edit: Edit
     score: float
     matched_text: str
+    #: the stored unit vector of ``matched_text`` where the store has it at hand (the router's scope
+    #: classifier reads it instead of embedding the text again); not part of equality or to_dict
+    vector: Any = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"edit": self.edit.to_dict(), "score": self.score, "matched_text": self.matched_text}
