@@ -1,6 +1,7 @@
 """Seconds per multi-hop question (median) with the default model and 1k stored edits.
 
     python benchmarks/bench_multihop.py --edits 1000 --questions 10 [--json out.json]
+    python benchmarks/bench_multihop.py --edits 10000 --questions 50 --detect-only   # the check alone, no model
 
 A store gets ``--edits`` synthetic fact edits (made-up people, each with a
 country of citizenship, a founder/company pair, a spouse ...; generated from
@@ -49,7 +50,10 @@ PATTERNS = [
 def build_store(path: Path, n: int, seed: int) -> tuple[EditStore, list[Edit]]:
     rnd = random.Random(seed)
     store = EditStore(path)
-    names = [f"{f} {m}. {l}" for f in FIRST for m in "ABCDEFGHJKLMNPRSTVW" for l in LAST]  # 7600 people
+    initials = "ABCDEFGHJKLMNPRSTVW"
+    names = [f"{f} {m}. {l}" for f in FIRST for m in initials for l in LAST]  # 7600 people
+    if n > len(names):  # two middle initials: 144,400 more
+        names += [f"{f} {m}. {m2}. {l}" for f in FIRST for m in initials for m2 in initials for l in LAST]
     rnd.shuffle(names)
     if n > len(names):
         raise SystemExit(f"at most {len(names)} edits")
@@ -61,6 +65,39 @@ def build_store(path: Path, n: int, seed: int) -> tuple[EditStore, list[Edit]]:
     return store, stored
 
 
+def detect_cost(store: EditStore, stored: list[Edit], args: argparse.Namespace) -> dict[str, object]:
+    """Median milliseconds of MeLLo's multi-hop check per question, for three kinds of question.
+
+    ``single``: a single-hop question about no stored subject; ``in_scope``: a
+    single-hop question about a stored subject (the check decomposes it);
+    ``multi``: a two-hop question over a stored edit. Each question is asked
+    ``--questions`` times in rounds, so repeated ones hit the decomposition
+    cache as they would in a chat.
+    """
+    from memedit.methods.mello import MeLLo
+
+    mello = MeLLo(store)
+    rnd = random.Random(args.seed + 1)
+    kinds = {
+        "single": [f"What is the capital of {c}?" for c in COUNTRIES],
+        "in_scope": [f"Which country is {stored[rnd.randrange(len(stored))].subject} a citizen of?" for _ in range(10)],
+        "multi": [PATTERNS[i % 3][1].format(stored[rnd.randrange(len(stored))].subject) for i in range(10)],
+    }
+    t0 = time.perf_counter()
+    mello.claims(kinds["multi"][0], "bench")  # warm: the fact table (built once), embedder, catalogue vectors
+    first = time.perf_counter() - t0
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(max(1, args.questions // 10)):
+        for kind, qs in kinds.items():
+            for q in qs:
+                t0 = time.perf_counter()
+                mello.claims(q, "bench")
+                times[kind].append(time.perf_counter() - t0)
+    return {"edits": args.edits, "first_call_ms": round(1000 * first, 2),
+            **{f"median_{k}_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()},
+            "claimed": {k: sum(mello.claims(q, "bench") for q in qs) for k, qs in kinds.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--edits", type=int, default=1000)
@@ -69,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--detect-only", action="store_true",
+                    help="Only time MeLLo's multi-hop check (Router.prepare's claims call) per question; no model.")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -76,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         store, stored = build_store(Path(tmp) / "bench.db", args.edits, args.seed)
+        if args.detect_only:
+            res = detect_cost(store, stored, args)
+            store.close()
+            print(json.dumps(res, indent=1))
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=1))
+            return 0
         router = Router(store, args.model, policy="ike")
         mello = router.methods["mello"]
         rnd = random.Random(args.seed + 1)

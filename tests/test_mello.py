@@ -96,6 +96,14 @@ def test_a_bad_catalogue_file_is_refused(tmp_path: Path) -> None:
     ("Who is the CEO of the company that developed Windows?", "Windows", ["P178", "P169"]),
     ("Who is the employer of Angela Merkel's spouse?", "Angela Merkel", ["P26", "P108"]),
     ("What is the country of origin of the sport played by Roger Federer?", "Roger Federer", ["P641", "P495"]),
+    # a clause without a relative word, a preposition before one, the type noun as the only hop of its clause
+    ("What is the capital of the country Angela Merkel is a citizen of?", "Angela Merkel", ["P27", "P36"]),
+    ("What is the currency of the country in which Angela Merkel holds citizenship?", "Angela Merkel",
+     ["P27", "P38"]),
+    ("Which continent is the country in which the Eiffel Tower is located part of?", "Eiffel Tower",
+     ["P17", "P30"]),
+    # the clause's hop must yield the type named for it: "belongs" read as citizenship, not ownership
+    ("What is the capital of the country to which Roger Federer belongs?", "Roger Federer", ["P27", "P36"]),
 ])
 def test_decomposition_of_two_hop_questions(decomposer: Decomposer, question: str, entity: str,
                                             chain: list[str]) -> None:
@@ -278,6 +286,7 @@ def test_mquake_loader_and_evaluation(tmp_path: Path) -> None:
     rep = ev.evaluate([case], mode="single")
     s = rep["summary"]
     assert s["all"]["cases"] == 1 and s["known"]["cases"] == 1 and s["known_new"]["cases"] == 1
+    assert s["known_needed"]["cases"] == 1 and rep["results"][0]["known_needed"] is True
     assert s["all"]["mello"]["multi_hop"] == 1.0 and s["all"]["mello"]["edit_wise"] == 1.0
     assert s["all"]["mello"]["hop_accuracy"] == 1.0 and s["all"]["mello"]["relation_chain_right"] == 1.0
     assert s["all"]["ike"]["multi_hop"] == 0.0
@@ -324,3 +333,18 @@ def test_ask_trace_on_the_command_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["ask", q, "--store", str(db), "--json"])
     data = json.loads(r.stdout)
     assert data["route"] == "mello" and [s["answer"] for s in data["trace"] if s["step"] == "hop"][0] == "Kenya"
+
+
+def test_context_sentences_do_not_make_a_single_hop_question_multi_hop(store: EditStore) -> None:
+    """CounterFact paraphrases open with an unrelated sentence; only the asking sentence decides the route."""
+    from memedit.methods.mello import MeLLo, asking_sentence
+
+    store.add(Edit.fact("Angela Merkel", "{} is a citizen of", "Kenya"))
+    mello = MeLLo(store, FakeListChatModel(responses=["x"]))
+    q = "The head of state of the country where the Louvre is located gave a speech. Angela Merkel is a citizen of"
+    assert asking_sentence(q) == "Angela Merkel is a citizen of"
+    assert mello.decompose(q, "default").is_multi_hop, "the whole text reads as multi-hop: the test must be able to fail"
+    assert not mello.claims(q, "default")
+    assert mello.claims("Who is the head of state of the country that Angela Merkel is a citizen of?", "default")
+    two = "Some context first.\nWho is the head of state of the country that Angela Merkel is a citizen of?"
+    assert mello.claims(two, "default"), "a multi-hop asking sentence after context is still multi-hop"

@@ -23,7 +23,10 @@ Metrics (Zhong et al., 2023):
   unedited model answers every one of the case's unedited single hops
   correctly (its ``single_hops``, asked as the relation's cloze after the same
   few real examples MeLLo uses); a second subset, **known-new**, adds the new
-  chain's hops that no edit covers (the facts MeLLo must take from the model).
+  chain's hops that no edit covers (the facts MeLLo must take from the model);
+  a third, **known-needed**, asks only for those (the unedited model answers
+  every hop of the new chain that no edit covers; a case whose every new hop
+  is edited needs nothing from the model and belongs to it).
 
 Methods: ``mello`` (structured MeLLo over the store), ``base`` (the unedited
 model, question alone), ``ike`` (IKE with all of the case's edits in context).
@@ -139,6 +142,7 @@ class CaseResult:
     n_edits: int
     known: bool | None = None          # all unedited single hops answered right by the unedited model
     known_new: bool | None = None      # ... and the new chain's unedited hops
+    known_needed: bool | None = None   # the new chain's unedited hops alone (what MeLLo takes from the model)
     multi_hop: dict[str, bool] = field(default_factory=dict)     # method -> any question right
     answers: dict[str, list[str]] = field(default_factory=dict)  # method -> answers per question asked
     edit_wise: dict[str, list[bool]] = field(default_factory=dict)
@@ -157,9 +161,11 @@ def _rate(xs: Sequence[bool]) -> float | None:
 
 
 def summarize(results: Sequence[CaseResult], methods: Sequence[str]) -> dict[str, Any]:
-    """Per subset (all, known, known_new): size, multi-hop and edit-wise accuracy per method, MeLLo trace accuracy."""
+    """Per subset (all, known, known_new, known_needed): size, multi-hop and edit-wise accuracy per method,
+    MeLLo trace accuracy."""
     subsets = {"all": list(results), "known": [r for r in results if r.known],
-               "known_new": [r for r in results if r.known_new]}
+               "known_new": [r for r in results if r.known_new],
+               "known_needed": [r for r in results if r.known_needed]}
     out: dict[str, Any] = {}
     for name, rs in subsets.items():
         s: dict[str, Any] = {"cases": len(rs)}
@@ -191,10 +197,11 @@ class MQuAKEEvaluator:
         self.max_new_tokens = max_new_tokens
         self.keep_traces = keep_traces
         self.mello_kwargs = dict(mello_kwargs or {})
-        self._known: dict[str, tuple[bool, bool]] = {}
+        self._known: dict[str, tuple[bool, bool, bool]] = {}
         self._ike = None
 
-    def _known_facts(self, case: MQuAKECase, resolver: Any) -> tuple[bool, bool]:
+    def _known_facts(self, case: MQuAKECase, resolver: Any) -> tuple[bool, bool, bool]:
+        """(known, known_new, known_needed) for ``case`` (see the module docstring)."""
         if case.case_id in self._known:
             return self._known[case.case_id]
         from ..methods.relations import Catalogue
@@ -211,9 +218,9 @@ class MQuAKEEvaluator:
         ok = [hit(answers[id(h)], h.answers) for h in hops]
         n = len(case.single_hops)
         known = all(ok[:n])
-        known_new = known and all(ok[n:])
-        self._known[case.case_id] = (known, known_new)
-        return known, known_new
+        known_needed = all(ok[n:])
+        self._known[case.case_id] = (known, known and known_needed, known_needed)
+        return self._known[case.case_id]
 
     def _ike_messages(self, question: str, case: MQuAKECase) -> list[dict[str, str]]:
         if self._ike is None:
@@ -228,7 +235,7 @@ class MQuAKEEvaluator:
     def run_case(self, case: MQuAKECase, mello: Any, namespace: str) -> CaseResult:
         r = CaseResult(case.case_id, len(case.single_hops), len(case.edits))
         resolver = mello.resolver(self.backend)
-        r.known, r.known_new = self._known_facts(case, resolver)
+        r.known, r.known_new, r.known_needed = self._known_facts(case, resolver)
         for m in self.methods:
             t0 = time.perf_counter()
             answers: list[str] = []

@@ -58,6 +58,21 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "structured", "prompt")
+# A sentence break: terminal punctuation after a lowercase letter or digit ("U.S. President" does not break),
+# then a capital; or a line break. A dependency chain lives inside the asking sentence.
+_SENTENCE_BREAK = re.compile(r"(?<=[a-z0-9][.!?])\s+(?=[A-Z\"'])|\n+")
+
+
+def asking_sentence(question: str) -> str:
+    """The last sentence of ``question``: the one that asks (earlier ones are context).
+
+    >>> asking_sentence("In 1995 the band played in Montreux. George Smith works in the field of")
+    'George Smith works in the field of'
+    >>> asking_sentence("Who is the U.S. President's wife?")
+    "Who is the U.S. President's wife?"
+    """
+    parts = [p.strip() for p in _SENTENCE_BREAK.split(question.strip()) if p and p.strip()]
+    return parts[-1] if parts else question
 
 #: The paper's MeLLo format, with two hand-written demonstrations (facts chosen for the example, not from a benchmark).
 MELLO_PROMPT = """Answer the question step by step. Write one "Subquestion:" and its "Generated answer:" at a time. \
@@ -105,7 +120,7 @@ class MeLLo:
     def __init__(self, store: "EditStore | None" = None, backend: Any = None, *, mode: str = "auto",
                  max_hops: int = DEFAULT_MAX_HOPS, catalogue: Catalogue | None = None,
                  decomposer: Decomposer | None = None, always_tentative: bool = False, fewshot: int = 3,
-                 hop_tokens: int = 12, k: int = 3, detect: bool = True, device: Any = "cpu",
+                 hop_tokens: int = 12, k: int = 3, detect: bool = True, aliases: bool = True, device: Any = "cpu",
                  dtype: Any = "float32"):
         if mode not in MODES:
             raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
@@ -122,6 +137,7 @@ class MeLLo:
         self.hop_tokens = hop_tokens
         self.k = k
         self.detect = detect
+        self.aliases = aliases
         self._resolvers: dict[int, HopResolver] = {}
         self._facts: FactIndex | None = None
 
@@ -152,16 +168,16 @@ class MeLLo:
         if r is None:
             r = HopResolver(self._require_store(), backend, catalogue=self.decomposer.catalogue,
                             fewshot=self.fewshot, max_new_tokens=self.hop_tokens, k=self.k,
-                            always_tentative=self.always_tentative, facts=self.facts())
+                            always_tentative=self.always_tentative, facts=self.facts(), aliases=self.aliases)
             self._resolvers[id(backend)] = r
         return r
 
     def decompose(self, question: str, namespace: str = DEFAULT_NAMESPACE) -> Decomposition:
         """The question's head entity (stored subjects preferred) and relation chain."""
-        subjects: set[str] = set()
-        if self.store is not None:
-            subjects = {e.subject for es in self.facts().subjects(namespace).values() for e in es if e.subject}
-        return self.decomposer.decompose(question, subjects)
+        if self.store is None:
+            return self.decomposer.decompose(question)
+        # the namespace's subjects as an index, kept up to date incrementally: no pass over them per question
+        return self.decomposer.decompose(question, self.facts().names(namespace))
 
     # ---- router protocol ------------------------------------------------------------
     def claims(self, question: str, namespace: str) -> bool:
@@ -170,12 +186,16 @@ class MeLLo:
             return False
         try:
             # Without a stored fact in the namespace nothing can change the answer: leave it to the base model.
-            table = self.facts().subjects(namespace)
-            if not table:
+            names = self.facts().names(namespace)
+            if not names:
                 return False
-            subjects = {e.subject for es in table.values() for e in es if e.subject}
-            if not self.decomposer.may_be_multi_hop(question, subjects):
+            # Context sentences before the question (a quoted passage, a preamble) must not join the chain: a
+            # question is multi-hop only if the sentence that asks it is.
+            asking = asking_sentence(question)
+            if not self.decomposer.may_be_multi_hop(asking, names):
                 return False  # no embedding needed: fewer than two content words beside the entity
+            if asking != question and not self.decompose(asking, namespace).is_multi_hop:
+                return False
             return self.decompose(question, namespace).is_multi_hop
         # detection must never break answering: on any failure the question goes the usual way
         except Exception as exc:  # noqa: BLE001

@@ -34,6 +34,7 @@ the edit wins and the trace says the tentative answer was contradicted.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ValidationError
+from ..errors import NotFoundError, ValidationError
 from .relations import Catalogue, Relation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,22 +163,25 @@ class Decomposer:
                                                                        "company", "organisation", "state", "nation",
                                                                        "town", "team", "group", "band", "one"}
         self._vec_cache: dict[str, np.ndarray] = {}
-        self._cache: dict[tuple[str, frozenset[str]], Decomposition] = {}
+        self._cache: dict[tuple[str, Any], Decomposition] = {}
         self._lock = threading.Lock()
 
     # ---- entity -------------------------------------------------------------
-    def find_entity(self, question: str, toks: list[Token], known: Iterable[str] = ()) -> tuple[str, str, tuple[int, int]] | None:
-        """(entity text, source, token span) or None."""
+    def find_entity(self, question: str, toks: list[Token],
+                    known: Iterable[str] | SubjectNames = ()) -> tuple[str, str, tuple[int, int]] | None:
+        """(entity text, source, token span) or None.
+
+        ``known`` is either a :class:`SubjectNames` (looked up by the
+        question's spans: cost independent of how many names it holds) or
+        any iterable of names (scanned one by one).
+        """
         q_fold = question.casefold()
         found: list[tuple[int, int, str, str, tuple[int, int]]] = []   # (length, known?, text, source, span)
-        for name in known:
-            n = name.strip()
-            if len(n) < 2:
-                continue
-            for m in re.finditer(r"(?<!\w)" + re.escape(n.casefold()) + r"(?!\w)", q_fold):
-                span = _char_to_tokens(toks, m.start(), m.end())
-                if span is not None:
-                    found.append((m.end() - m.start(), 1, question[m.start():m.end()], "known", span))
+        names = known if isinstance(known, SubjectNames) else None
+        for start, end in (names.occurrences(q_fold) if names is not None else _scan_occurrences(q_fold, known)):
+            span = _char_to_tokens(toks, start, end)
+            if span is not None:
+                found.append((end - start, 1, question[start:end], "known", span))
         # runs of capitalised words, inner connectors allowed
         i = 0
         while i < len(toks):
@@ -226,9 +230,9 @@ class Decomposer:
                 if all(w in STOP for w in low) or low[0] in {"'s", "’s"}:
                     continue
                 content = [w for w in low if w not in STOP]
-                # "the country where ...": a type noun right before a relative word names the previous answer
-                if j < len(toks) and toks[j].text.casefold() in RELATIVE_WORDS and content \
-                        and all(w in self._type_nouns for w in content):
+                # "the country where ...", "the country in which ...": a type noun right before a relative
+                # clause names the previous answer, not a relation
+                if _opens_clause(toks, j) and content and all(w in self._type_nouns for w in content):
                     continue
                 if len(content) == 1 and content[0] in self._type_nouns and j == len(toks):
                     continue
@@ -286,6 +290,9 @@ class Decomposer:
         """Hop order (see the module docstring): inner left, then right, then outer left; nearest first."""
         es, ee = entity_span
         rel_pos = max((k for k in range(1, es) if toks[k].text.casefold() in RELATIVE_WORDS), default=-1)
+        # "the country Angela Merkel is a citizen of": a clause without a relative word starts at the entity
+        if es >= 1 and toks[es - 1].text.casefold() in TYPE_WORDS and es - 1 > rel_pos:
+            rel_pos = es - 1
         # "X's spouse's employer": possessives bind tightest; a chain of them follows the entity
         poss_end = ee
         while poss_end < len(toks) and toks[poss_end].text in ("'s", "’s"):
@@ -307,7 +314,54 @@ class Decomposer:
                 outer.append((es - e, m))
         return [m for group in (possessive, inner, right, outer) for _, m in sorted(group, key=lambda t: t[0])]
 
-    def may_be_multi_hop(self, question: str, known_entities: Iterable[str] = ()) -> bool:
+    def _fit_declared_type(self, mentions: list[RelationMention], toks: list[Token],
+                           entity_span: tuple[int, int]) -> list[RelationMention]:
+        """Make the clause's last hop yield the type the question names for it.
+
+        In "the head of state of the *country* to which X belongs", the hop
+        read from the clause must yield a country. When the relation read from
+        its words yields a different kind of thing (an organisation for
+        "belongs"), the best relation of the named type for the same words is
+        taken instead, if it matches at least :data:`TYPE_FIT_THRESHOLD`.
+        Related kinds of place (a city where a country was asked) are left
+        alone: "the country where X was born" goes through the birthplace.
+        """
+        declared = _declared_type(toks, entity_span)
+        if declared is None:
+            return mentions
+        es = entity_span[0]
+        rel_pos = next((k for k in range(es - 1, -1, -1) if toks[k].text.casefold() in RELATIVE_WORDS
+                        or (k == es - 1 and toks[k].text.casefold() in TYPE_WORDS)), -1)
+        inside = [n for n, m in enumerate(mentions) if m.span[0] > rel_pos]
+        if not inside:
+            # "the continent of the country in which X is located": no relation words inside the clause,
+            # so the type noun itself is the hop when it names a relation outright ("country": P17)
+            noun = next((k for k in range(rel_pos, -1, -1) if toks[k].text.casefold() in TYPE_WORDS), None)
+            if noun is None or not mentions:
+                return mentions
+            row = self.catalogue.scores(self._embed([toks[noun].text]))[0]
+            j = int(row.argmax())
+            rel = self.catalogue.relations[j]
+            if row[j] < GENERIC_THRESHOLD or rel.type != declared or rel.id in {x.relation.id for x in mentions}:
+                return mentions
+            return [RelationMention(rel, toks[noun].text, (noun, noun + 1), float(row[j])), *mentions]
+        n = inside[-1]
+        m = mentions[n]
+        if _kind(m.relation.type) == _kind(declared):
+            return mentions
+        row = self.catalogue.scores(self._embed([m.text]))[0]
+        fits = [j for j, r in enumerate(self.catalogue.relations)
+                if r.type == declared and r.id not in {x.relation.id for x in mentions}]
+        if not fits:
+            return mentions
+        j = max(fits, key=lambda j: row[j])
+        if row[j] < TYPE_FIT_THRESHOLD:
+            return mentions
+        out = list(mentions)
+        out[n] = RelationMention(self.catalogue.relations[j], m.text, m.span, float(row[j]))
+        return out
+
+    def may_be_multi_hop(self, question: str, known_entities: Iterable[str] | SubjectNames = ()) -> bool:
         """A cheap test before :meth:`decompose` (no embedding): an entity, and two or more content words beside it.
 
         Two relations need two content words ("capital" + "citizen"); "What is
@@ -323,12 +377,23 @@ class Decomposer:
                    and t.text.casefold() not in STOP and t.text.casefold() not in QUESTION_WORDS]
         return len(content) >= 2
 
-    def decompose(self, question: str, known_entities: Iterable[str] = ()) -> Decomposition:
-        """The question's head entity and relation chain (first hop first)."""
+    def decompose(self, question: str, known_entities: Iterable[str] | SubjectNames = ()) -> Decomposition:
+        """The question's head entity and relation chain (first hop first).
+
+        ``known_entities``: names preferred as the head entity; a
+        :class:`SubjectNames` (what :class:`FactIndex` keeps per namespace) is
+        looked up without a pass over its names and keys the cache by its stamp.
+        """
         if not isinstance(question, str) or not question.strip():
             raise ValidationError("the question must be a non-empty string")
-        known = frozenset(k for k in known_entities if isinstance(k, str) and k.strip())
-        key = (question, known)
+        known: SubjectNames | frozenset[str]
+        if isinstance(known_entities, SubjectNames):
+            known = known_entities
+            cache_id: Any = ("names", known.stamp)  # read before the lookup: a later change gets a new stamp
+        else:
+            known = frozenset(k for k in known_entities if isinstance(k, str) and k.strip())
+            cache_id = known
+        key = (question, cache_id)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
@@ -339,8 +404,8 @@ class Decomposer:
             d = Decomposition(question, None, None, None, self.find_relations(toks, None))
         else:
             text, source, span = ent
-            mentions = self.find_relations(toks, span)
-            d = Decomposition(question, text, source, span, self.order(mentions, toks, span))
+            mentions = self.order(self.find_relations(toks, span), toks, span)
+            d = Decomposition(question, text, source, span, self._fit_declared_type(mentions, toks, span))
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -363,6 +428,155 @@ def default_decomposer() -> Decomposer:
 def decompose(question: str, known_entities: Iterable[str] = ()) -> Decomposition:
     """:meth:`Decomposer.decompose` with the packaged catalogue."""
     return default_decomposer().decompose(question, known_entities)
+
+
+_STAMPS = itertools.count(1)
+
+
+def _is_word_char(c: str) -> bool:
+    # what the regular expression ``\w`` matches in a str pattern
+    return c.isalnum() or c == "_"
+
+
+def name_key(name: str) -> str | None:
+    """The key a known name is matched by (case-folded, stripped), or None for names under two characters."""
+    n = name.strip()
+    return n.casefold() if len(n) >= 2 else None
+
+
+def _scan_occurrences(q_fold: str, names: Iterable[str]) -> list[tuple[int, int]]:
+    """Every known name's occurrences in ``q_fold`` (one regular expression per name: the reference lookup)."""
+    out = []
+    for name in names:
+        if not isinstance(name, str):
+            continue
+        key = name_key(name)
+        if key is None:
+            continue
+        out += [(m.start(), m.end()) for m in re.finditer(r"(?<!\w)" + re.escape(key) + r"(?!\w)", q_fold)]
+    return out
+
+
+class SubjectNames:
+    r"""Known entity names, found in a question by dictionary lookups of its word-bounded spans.
+
+    >>> names = SubjectNames(["Ellie Kemper", "Croatia"])
+    >>> names.occurrences("who is the head of state of the country ellie kemper is a citizen of?")
+    [(40, 52)]
+
+    Matches what one ``(?<!\w)name(?!\w)`` regular expression per name
+    finds in the case-folded question (same spans; per name, occurrences
+    do not overlap), but the cost depends on the question's length and the
+    number of distinct name lengths, not on how many names are held. Names
+    are reference-counted, so two edits with one subject need two removals.
+    ``stamp`` changes with every change (the decomposer's cache key).
+    """
+
+    def __init__(self, names: Iterable[str] = ()):
+        self._count: dict[str, int] = {}
+        self._lengths: dict[int, int] = {}
+        self.stamp = next(_STAMPS)
+        for n in names:
+            self.add(n)
+
+    def __len__(self) -> int:
+        return len(self._count)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name_key(name) in self._count
+
+    def add(self, name: str) -> None:
+        key = name_key(name)
+        if key is None:
+            return
+        c = self._count.get(key, 0)
+        self._count[key] = c + 1
+        if c == 0:
+            self._lengths[len(key)] = self._lengths.get(len(key), 0) + 1
+        self.stamp = next(_STAMPS)
+
+    def discard(self, name: str) -> None:
+        key = name_key(name)
+        c = self._count.get(key or "", 0)
+        if c == 0:
+            return
+        if c > 1:
+            self._count[key] = c - 1  # type: ignore[index]
+        else:
+            del self._count[key]  # type: ignore[arg-type]
+            n = self._lengths[len(key)] - 1  # type: ignore[arg-type]
+            if n:
+                self._lengths[len(key)] = n  # type: ignore[arg-type]
+            else:
+                del self._lengths[len(key)]  # type: ignore[arg-type]
+        self.stamp = next(_STAMPS)
+
+    def occurrences(self, q_fold: str) -> list[tuple[int, int]]:
+        """(start, end) of every held name in the case-folded ``q_fold``, at word boundaries, by start."""
+        if not self._count:
+            return []
+        n = len(q_fold)
+        # where ``(?<!\w)`` and ``(?!\w)`` hold
+        starts = [i for i in range(n) if i == 0 or not _is_word_char(q_fold[i - 1])]
+        ends = [j for j in range(1, n + 1) if j == n or not _is_word_char(q_fold[j])]
+        lengths = self._lengths
+        last_end: dict[str, int] = {}
+        out = []
+        for i in starts:
+            for j in ends:
+                if j <= i or (j - i) not in lengths:
+                    continue
+                key = q_fold[i:j]
+                if key in self._count and i >= last_end.get(key, 0):  # re.finditer never overlaps one name
+                    out.append((i, j))
+                    last_end[key] = j
+        return out
+
+
+#: the least phrase similarity of a relation chosen because the question names the type it yields
+TYPE_FIT_THRESHOLD = 0.4
+#: nouns that name the kind of a hop's answer, mapped to the catalogue's object types
+TYPE_WORDS = {"country": "country", "nation": "country", "state": "country", "city": "city", "town": "city",
+              "person": "person", "man": "person", "woman": "person", "company": "organization",
+              "organization": "organization", "organisation": "organization", "university": "university",
+              "team": "team", "club": "team", "party": "party", "continent": "continent", "language": "language",
+              "religion": "religion", "sport": "sport", "region": "region", "place": "place"}
+#: kinds of object: relations that yield related kinds are not swapped for one another
+KINDS = {"city": "place", "country": "place", "region": "place", "place": "place", "continent": "place",
+         "organization": "organization", "team": "organization", "university": "organization",
+         "party": "organization"}
+PREPOSITIONS = {"to", "in", "of", "for", "from", "with", "by", "at", "on", "under", "into"}
+
+
+def _kind(object_type: str) -> str:
+    return KINDS.get(object_type, object_type)
+
+
+def _opens_clause(toks: list[Token], j: int) -> bool:
+    """Token ``j`` starts a relative clause: a relative word, or a preposition and one ("to which")."""
+    if j >= len(toks):
+        return False
+    w = toks[j].text.casefold()
+    return w in RELATIVE_WORDS or (w in PREPOSITIONS and j + 1 < len(toks)
+                                   and toks[j + 1].text.casefold() in RELATIVE_WORDS)
+
+
+def _declared_type(toks: list[Token], entity_span: tuple[int, int]) -> str | None:
+    """The object type a question names for the hop of the clause holding the entity, if it names one.
+
+    "the *country* that X ...", "the *country* to which X ...", "the *country* X is a citizen of".
+    """
+    es = entity_span[0]
+    if es >= 1 and toks[es - 1].text.casefold() in TYPE_WORDS:
+        return TYPE_WORDS[toks[es - 1].text.casefold()]
+    for k in range(es - 1, 0, -1):
+        w = toks[k].text.casefold()
+        if w in RELATIVE_WORDS:
+            prev = k - 1
+            if prev >= 1 and toks[prev].text.casefold() in PREPOSITIONS:
+                prev -= 1
+            return TYPE_WORDS.get(toks[prev].text.casefold())
+    return None
 
 
 def _is_cap(word: str) -> bool:
@@ -404,44 +618,234 @@ class Hop:
                 "notes": self.notes}
 
 
-class FactIndex:
-    """The namespace's live fact edits by folded subject, rebuilt when the namespace changes."""
+#: words that name a kind of state or organisation rather than the entity ("Republic of Croatia", "Apple Inc.")
+DESIGNATORS = {"republic", "kingdom", "state", "states", "federation", "commonwealth", "empire", "principality",
+               "grand", "duchy", "people's", "democratic", "federal", "socialist", "islamic", "united", "inc",
+               "ltd", "llc", "plc", "co", "corp", "corporation", "company", "group", "gmbh", "ag", "sa", "fc", "f c"}
 
-    def __init__(self, store: "EditStore", catalogue: Catalogue):
+
+def alias_keys(name: str) -> set[str]:
+    """Other short forms an entity name is often written in, folded (the name's own :func:`fold` excluded).
+
+    >>> sorted(alias_keys("United States of America"))
+    ['america', 'united states', 'usa']
+    >>> sorted(alias_keys("Johann Sebastian Bach"))
+    ['bach', 'johann', 'jsb']
+    >>> sorted(alias_keys("Prince (musician)"))
+    ['prince']
+
+    General ways names are shortened: a parenthetical qualifier dropped, the
+    initials of a name of several capitalised words, its first or last word
+    (a surname; a company's name without "International"), the words before
+    an inner "of", and the name without designators such as "Republic of"
+    or "Inc.". Only used when the
+    exact name finds no edit, and only when it leads to a single subject.
+    """
+    out: set[str] = set()
+    base = re.sub(r"\s*\([^)]*\)\s*", " ", name).strip()
+    if base and base != name.strip():
+        out.add(fold(base))
+    words = [w for w in re.split(r"[\s,]+", base) if w]
+    if len(words) >= 2:
+        caps = [w for w in words if w[:1].isupper()]
+        if len(caps) >= 2:
+            out.add("".join(w[0] for w in caps).casefold())
+        for w in (words[0], words[-1]):
+            f = fold(w)
+            if len(f) >= 3 and f not in STOP and f not in CONNECTORS and f not in DESIGNATORS:
+                out.add(f)
+        head = next((i for i, w in enumerate(words) if w.casefold() in ("of", "de", "du", "des", "del")), 0)
+        if head >= 2:                                                    # "United States" of America
+            out.add(fold(" ".join(words[:head])))
+        core = [w for w in words if fold(w) not in DESIGNATORS and fold(w) not in CONNECTORS]
+        if core and len(core) < len(words):
+            out.add(fold(" ".join(core)))
+    out.discard(fold(name))
+    out.discard("")
+    return out
+
+
+@dataclass
+class _Facts:
+    """One namespace's live fact edits: by folded subject, by id, by alias, and the subjects' :class:`SubjectNames`."""
+
+    by_subject: dict[str, list[Edit]] = field(default_factory=dict)
+    by_id: dict[int, Edit] = field(default_factory=dict)
+    names: SubjectNames = field(default_factory=SubjectNames)
+    by_alias: dict[str, dict[str, int]] = field(default_factory=dict)   # alias key -> folded subject -> edits
+
+    def put(self, e: Edit) -> None:
+        self.drop(int(e.id))  # type: ignore[arg-type]
+        key = fold(e.subject or "")
+        self.by_subject.setdefault(key, []).append(e)
+        self.by_id[int(e.id)] = e  # type: ignore[arg-type]
+        self.names.add(e.subject or "")
+        for a in alias_keys(e.subject or ""):
+            subj = self.by_alias.setdefault(a, {})
+            subj[key] = subj.get(key, 0) + 1
+
+    def drop(self, edit_id: int) -> None:
+        old = self.by_id.pop(edit_id, None)
+        if old is None:
+            return
+        key = fold(old.subject or "")
+        rest = [x for x in self.by_subject.get(key, []) if x.id != edit_id]
+        if rest:
+            self.by_subject[key] = rest
+        else:
+            self.by_subject.pop(key, None)
+        self.names.discard(old.subject or "")
+        for a in alias_keys(old.subject or ""):
+            subj = self.by_alias.get(a, {})
+            if subj.get(key, 0) > 1:
+                subj[key] -= 1
+            else:
+                subj.pop(key, None)
+                if not subj:
+                    self.by_alias.pop(a, None)
+
+    def alias_subjects(self, name: str) -> set[str]:
+        """Folded stored subjects that ``name`` may be another form of (either is a short form of the other)."""
+        keys = alias_keys(name)
+        out = set(self.by_alias.get(fold(name), {}))                   # "Bach" -> "Johann Sebastian Bach"
+        for k in keys:
+            if k in self.by_subject:                                   # "Republic of Croatia" -> "Croatia"
+                out.add(k)
+            out.update(self.by_alias.get(k, {}))                       # "USA" ~ "U.S.A." style shared forms
+        out.discard(fold(name))
+        return out
+
+
+def _is_live_fact(e: Edit) -> bool:
+    return e.kind == "fact" and bool(e.subject) and e.status == "active" and e.id is not None
+
+
+class FactIndex:
+    """The namespaces' live fact edits by folded subject, kept in step with the store's event log.
+
+    A namespace's table is built from the store once, on first use; after
+    that each call reads only the events appended since the last one (one
+    indexed query, usually empty) and re-reads just the edits they name, so
+    a question's cost does not grow with the number of stored edits. A
+    forgotten, superseded or rejected edit leaves the table at the first
+    call after its event. Stores without an event log fall back to
+    rebuilding a namespace's table whenever its newest id or count changes.
+    """
+
+    #: more changed edits than this since the last call: rebuild the tables instead of re-reading each edit
+    REBUILD_AFTER = 256
+    _PAGE = 1000
+
+    def __init__(self, store: EditStore, catalogue: Catalogue):
         self.store = store
         self.catalogue = catalogue
-        self._by_ns: dict[str, tuple[tuple[Any, ...], dict[str, list["Edit"]]]] = {}
-        self._lock = threading.Lock()
+        self._by_ns: dict[str, _Facts] = {}
+        self._versions: dict[str, tuple[Any, ...]] = {}   # fallback only
+        self._seq: int | None = None                       # the last event seen
+        self._lock = threading.RLock()
+        self._has_events = callable(getattr(store, "events", None))
 
-    def _version(self, namespace: str) -> tuple[Any, ...]:
-        newest = self.store.list(namespace, status="active", limit=1)
-        return (newest[0].id if newest else None, self.store.count(namespace, status="active"))
+    # ---- keeping up with the store ---------------------------------------------------
+    def _new_events(self, since: int) -> tuple[int, set[int], bool]:
+        """(last seq, ids of edits changed after ``since``, too many to re-read one by one)."""
+        changed: set[int] = set()
+        many = False
+        while True:
+            page = self.store.events(since=since, limit=self._PAGE)
+            for ev in page:
+                since = max(since, int(ev.seq))
+                # a use does not change what an edit says or whether it is live
+                if ev.edit_id is not None and ev.kind != "use" and not many:
+                    changed.add(int(ev.edit_id))
+                    many = len(changed) > self.REBUILD_AFTER
+            if len(page) < self._PAGE:
+                return since, changed, many
 
-    def subjects(self, namespace: str) -> dict[str, list["Edit"]]:
-        version = self._version(namespace)
-        with self._lock:
-            cached = self._by_ns.get(namespace)
-            if cached is not None and cached[0] == version:
-                return cached[1]
-        table: dict[str, list["Edit"]] = {}
-        n = version[1]
+    def _sync(self) -> None:
+        """Apply the store's changes since the last call (the caller holds the lock)."""
+        if self._seq is None:
+            # first use: skip to the end of the log; tables are built from the store's current state on demand
+            self._seq = self._new_events(0)[0]
+            self._by_ns.clear()
+            return
+        seq, changed, many = self._new_events(self._seq)
+        self._seq = seq
+        if many:
+            self._by_ns.clear()  # rebuilt on demand, once
+            return
+        if not changed or not self._by_ns:
+            return
+        for edit_id in sorted(changed):
+            try:
+                e = self.store.get(edit_id)
+            except NotFoundError:
+                e = None
+            for ns, facts in self._by_ns.items():
+                if e is not None and e.namespace == ns and _is_live_fact(e):
+                    facts.put(e)
+                else:
+                    facts.drop(edit_id)
+
+    def _load(self, namespace: str) -> _Facts:
+        n = self.store.count(namespace, status="active")
         edits = self.store.list(namespace, status="active", limit=max(1, min(100_000, n))) if n else []
+        facts = _Facts()
         for e in edits:
-            if e.kind == "fact" and e.subject:
-                table.setdefault(fold(e.subject), []).append(e)
-        with self._lock:
-            self._by_ns[namespace] = (version, table)
-        return table
+            if _is_live_fact(e):
+                facts.put(e)
+        return facts
 
-    def lookup(self, namespace: str, subject: str, relation: Relation) -> list[tuple["Edit", float]]:
-        """Live fact edits about ``subject`` whose prompt expresses ``relation``, newest first."""
+    def _facts(self, namespace: str) -> _Facts:
+        with self._lock:
+            if self._has_events:
+                self._sync()
+                facts = self._by_ns.get(namespace)
+                if facts is None:
+                    facts = self._by_ns[namespace] = self._load(namespace)
+                return facts
+            newest = self.store.list(namespace, status="active", limit=1)
+            version = (newest[0].id if newest else None, self.store.count(namespace, status="active"))
+            if self._versions.get(namespace) != version or namespace not in self._by_ns:
+                self._by_ns[namespace] = self._load(namespace)
+                self._versions[namespace] = version
+            return self._by_ns[namespace]
+
+    # ---- reading ----------------------------------------------------------------------
+    def subjects(self, namespace: str) -> dict[str, list[Edit]]:
+        """Live fact edits by folded subject (the live table: do not modify)."""
+        return self._facts(namespace).by_subject
+
+    def names(self, namespace: str) -> SubjectNames:
+        """The live fact edits' subjects, for :meth:`Decomposer.decompose` (the live object: do not modify)."""
+        return self._facts(namespace).names
+
+    def _about(self, edits: Iterable[Edit], relation: Relation) -> list[tuple[Edit, float]]:
         out = []
-        for e in self.subjects(namespace).get(fold(subject), []):
+        for e in edits:
             rel, score = self.catalogue.relation_of_template(e.prompt or "")
             if rel.id == relation.id and score >= EDIT_RELATION_THRESHOLD:
                 out.append((e, score))
         out.sort(key=lambda t: -(t[0].id or 0))
         return out
+
+    def lookup(self, namespace: str, subject: str, relation: Relation) -> list[tuple[Edit, float]]:
+        """Live fact edits about ``subject`` whose prompt expresses ``relation``, newest first."""
+        return self._about(self.subjects(namespace).get(fold(subject), []), relation)
+
+    def lookup_alias(self, namespace: str, subject: str,
+                     relation: Relation) -> tuple[str | None, list[tuple[Edit, float]]]:
+        """(stored subject, its edits) when ``subject`` finds none itself but is another form of exactly one
+        stored subject with edits for ``relation`` ("Bach" for "Johann Sebastian Bach"); else (None, [])."""
+        facts = self._facts(namespace)
+        found: dict[str, list[tuple[Edit, float]]] = {}
+        for key in facts.alias_subjects(subject):
+            about = self._about(facts.by_subject.get(key, []), relation)
+            if about:
+                found[key] = about
+        if len(found) != 1:
+            return None, []  # none, or ambiguous: never guess between two entities
+        about = next(iter(found.values()))
+        return about[0][0].subject, about
 
 
 class HopResolver:
@@ -451,13 +855,17 @@ class HopResolver:
     the relation precede the cloze; model answers are cached per (relation,
     subject). ``always_tentative`` asks the model even when an edit answers
     the hop, so the trace shows the contradiction check (costs a call).
+    ``aliases``: when no edit has the hop's subject as written, an edit whose
+    subject is another form of the name (:func:`alias_keys`; exactly one such
+    subject) answers, and the trace says so.
     """
 
-    def __init__(self, store: "EditStore", backend: "Backend", *, catalogue: Catalogue | None = None,
+    def __init__(self, store: EditStore, backend: Backend, *, catalogue: Catalogue | None = None,
                  fewshot: int = 3, max_new_tokens: int = 12, k: int = 3, always_tentative: bool = False,
-                 facts: FactIndex | None = None):
+                 facts: FactIndex | None = None, aliases: bool = True):
         self.store = store
         self.backend = backend
+        self.aliases = aliases
         self.catalogue = catalogue or Catalogue.load()
         self.fewshot = fewshot
         self.max_new_tokens = max_new_tokens
@@ -509,6 +917,10 @@ class HopResolver:
         except ValidationError:
             hits = []
         structured = self.facts.lookup(namespace, subject, relation)
+        if not structured and self.aliases:
+            alias, structured = self.facts.lookup_alias(namespace, subject, relation)
+            if alias is not None:
+                hop.notes.append(f"{subject!r} read as the stored subject {alias!r} (another form of the name)")
         structured_ids = {int(e.id) for e, _ in structured if e.id is not None}
         for h in hits:
             e = h.edit
@@ -563,7 +975,7 @@ class HopResolver:
         return hops
 
 
-def complete_lines(backend: "Backend", prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+def complete_lines(backend: Backend, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
     """Greedy continuations of raw ``prompts``, each stopping at its first newline (one left-padded batch).
 
     Uses the backend's transformers model directly when it has one (a
