@@ -6,27 +6,20 @@ FakeListChatModel (a real chat model class replying from a script), so the model
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from memedit.edits import Edit
 from memedit.methods.mello import MeLLo
 from memedit.methods.multihop import HopResolver, alias_keys
 from memedit.methods.relations import Catalogue
-from memedit.models.backends import LangChainLM
 from memedit.store import EditStore
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with EditStore(tmp_path / "alias.db") as s:
-        yield s
+import test_mello  # noqa: E402
 
-
-def _chat(*responses: str) -> LangChainLM:
-    return LangChainLM(FakeListChatModel(responses=list(responses)))
+store = test_mello.store   # one store fixture and fake-chat helper for both files
+_chat = test_mello._chat
 
 
 @pytest.mark.parametrize("name, expected", [
