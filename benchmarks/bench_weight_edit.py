@@ -84,6 +84,50 @@ def ledger_timings(model: Any, tok: Any, recs: list[dict[str, Any]], rome_hp: An
             "revert_seconds": round(revert_s, 3), "replay_seconds_attach": round(replay_s, 3)}
 
 
+def gate_timings(model: Any, tok: Any, recs: list[dict[str, Any]], rome_hp: Any, stats: Any) -> dict[str, Any]:
+    """Seconds per commit of the default gates, uncached and cached, on a chain of ROME commits.
+
+    Each record is edited with ROME on the weights left by the previous one
+    (as a ledger commits them); its gates run once without a cache and once
+    with one (the order alternates, so load changes hit both alike), the
+    verdicts are compared, and the deltas land.
+    """
+    import statistics
+
+    from memedit import Edit
+    from memedit.gates import GateCache, run_gates
+    from memedit.methods import rome
+    from memedit.methods.deltas import apply_deltas, restore, snapshot
+    from memedit.models.arch import arch_for
+
+    pristine = snapshot(model, [arch_for(model).weight_name(rome_hp.layer)])
+    cache = GateCache()
+    plain_s, cached_s, same = [], [], True
+    plain_cpu, cached_cpu = [], []  # CPU seconds of this process: on a shared machine wall time measures the neighbours
+    try:
+        for i, r in enumerate(recs):
+            edit = Edit.fact(r["subject"], r["prompt"].replace(r["subject"], "{}", 1), r["target_new"],
+                             target_true=r["ground_truth"])
+            deltas = rome.apply(model, tok, edit, rome_hp, stats=stats).deltas
+            got = {}
+            for which in (("plain", "cached") if i % 2 == 0 else ("cached", "plain")):
+                t, c = time.perf_counter(), time.process_time()
+                got[which] = run_gates(model, tok, [edit], deltas, cache=cache if which == "cached" else None)
+                (cached_s if which == "cached" else plain_s).append(time.perf_counter() - t)
+                (cached_cpu if which == "cached" else plain_cpu).append(time.process_time() - c)
+            same &= [g.to_dict() for g in got["plain"]] == [g.to_dict() for g in got["cached"]]
+            apply_deltas(model, deltas)
+    finally:
+        restore(model, pristine)
+    return {"commits": len(recs), "uncached_seconds_per_commit_median": round(statistics.median(plain_s), 2),
+            "cached_seconds_per_commit_median": round(statistics.median(cached_s), 2),
+            "uncached_cpu_seconds_per_commit_median": round(statistics.median(plain_cpu), 2),
+            "cached_cpu_seconds_per_commit_median": round(statistics.median(cached_cpu), 2),
+            "uncached_seconds": [round(x, 2) for x in plain_s], "cached_seconds": [round(x, 2) for x in cached_s],
+            "uncached_cpu_seconds": [round(x, 2) for x in plain_cpu], "cached_cpu_seconds": [round(x, 2) for x in cached_cpu],
+            "cache_hits": cache.hits, "cache_misses": cache.misses, "same_verdicts": same}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -99,6 +143,8 @@ def main() -> None:
     ap.add_argument("--no-generate", action="store_true", help="skip generation-based scores")
     ap.add_argument("--ledger", type=int, default=0, metavar="N",
                     help="also time N ROME commits through the ledger, one revert and a whole-ledger replay")
+    ap.add_argument("--gates", type=int, default=0, metavar="N",
+                    help="also time the default gates for N chained ROME commits, uncached and cached")
     ap.add_argument("--time-stats", action="store_true",
                     help="also time computing one layer's statistics from scratch (a throw-away cache)")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
@@ -148,6 +194,9 @@ def main() -> None:
     if args.ledger:
         report["ledger"] = ledger_timings(model, tok, recs[:args.ledger], rome_hp, stats[rome_hp.layer])
         print(f"ledger: {report['ledger']}", flush=True)
+    if args.gates:
+        report["gates"] = gate_timings(model, tok, recs[:args.gates], rome_hp, stats[rome_hp.layer])
+        print(f"gates: {report['gates']}", flush=True)
     base = score(model, tok, recs, generate=not args.no_generate)
     report["results"]["unedited"] = {"scores": summarise(base)}
     from memedit.models.arch import arch_for

@@ -424,6 +424,48 @@ def test_rome_rank_one_identity_holds(models, tok, stats_cache):
     assert torch.allclose((W.double() + u @ c.T) @ k.double(), v.double(), atol=1e-6)
 
 
+def test_rome_norm_constraint_is_a_ridge_on_c(models, tok, stats_cache):
+    """ENCORE's norm penalty in ROME's closed form: C + rho I; the new fact is still stored exactly."""
+    from memedit.methods.rome.update import rank_one_update
+
+    model = models["llama"]
+    stats = tiny_stats(model, tok, [1], stats_cache)[1]
+    W = arch_for(model).weight(model, 1).detach()
+    torch.manual_seed(2)
+    k, v = torch.randn(128), torch.randn(64)
+    rho = 0.5
+    direct = torch.linalg.solve(stats.regularised(damping=rho), k.double())
+    assert torch.allclose(stats.solve(k, damping=rho), direct, rtol=1e-8, atol=1e-10)
+    assert torch.allclose(stats.regularised(damping=rho) - stats.regularised(damping=0.0),
+                          rho * stats.mom2.double().diagonal().mean() * torch.eye(128, dtype=torch.float64))
+    plain = rank_one_update(W, k, v, stats)
+    ridged = rank_one_update(W, k, v, stats, damping=rho)
+    for u, c in (plain, ridged):
+        assert torch.allclose((W.double() + u @ c.T) @ k.double(), v.double(), atol=1e-6)
+    assert float((ridged[0] @ ridged[1].T).norm()) < float((plain[0] @ plain[1].T).norm())  # the penalty shrinks it
+    # a huge ridge leaves only the key's own direction (ROME without C)
+    u, c = rank_one_update(W, k, v, stats, damping=1e9)
+    assert torch.allclose(c[:, 0] / c.norm(), k.double() / k.norm(), atol=1e-6)
+    assert torch.equal(rank_one_update(W, k, v, stats, damping=None)[1], plain[1])
+
+
+def test_rome_most_probable_early_stopping(models, tok, stats_cache):
+    """MPES stops once the target is the top token in every prompt, however low its probability still is."""
+    model = models["llama"]
+    stats = tiny_stats(model, tok, [1], stats_cache)[1]
+    prompt = as_request(FACT).prompt()
+    with torch.no_grad():
+        top = int(model(torch.tensor([tok(prompt)["input_ids"]])).logits[0, -1].argmax())
+    fact = {**FACT, "target_new": tok.decode([top]).strip()}  # what the model already says (bare prompt only)
+    hp = dict(FAST, prefixes=())
+    by_prob = rome.apply(model, tok, fact, RomeHParams(layer=1, **hp), stats=stats)
+    mpes = rome.apply(model, tok, fact, RomeHParams(layer=1, **hp, stop_rule="most_probable"), stats=stats)
+    assert mpes.stats["prob_train_before"] < FAST["stop_prob"]
+    assert mpes.stats["steps"] == 0 and by_prob.stats["steps"] > 0
+    with pytest.raises(ValidationError):
+        RomeHParams(layer=1, stop_rule="sometime").validate()
+
+
 def test_rome_bad_input_leaves_weights(models, tok, stats_cache):
     model = models["llama"]
     saved = state(model)

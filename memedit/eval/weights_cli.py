@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -16,6 +16,24 @@ from ..cli_common import cli_errors
 from .cli import app
 
 DEFAULT_DATA = Path("../shared/data/counterfact/counterfact-dev.jsonl")
+
+
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` with JSON values (plain strings allowed) as a dict; lists become tuples."""
+    from ..errors import ValidationError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"hyperparameter override {item!r} is not key=value")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+        if isinstance(out[key.strip()], list):
+            out[key.strip()] = tuple(out[key.strip()])
+    return out
 
 
 @app.command("weights")
@@ -30,6 +48,10 @@ def weights_command(
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     stats_tokens: Annotated[int, typer.Option("--stats-tokens", help="Tokens of text for the second-moment statistics.")] = 100_000,
     no_generate: Annotated[bool, typer.Option("--no-generate", help="Skip the generation-based scores.")] = False,
+    rome_hp: Annotated[list[str] | None, typer.Option(
+        "--rome-hp", help="ROME hyperparameter override key=value (JSON value), repeatable.")] = None,
+    batch_hp: Annotated[list[str] | None, typer.Option(
+        "--batch-hp", help="MEMIT/EMMET hyperparameter override key=value (JSON value), repeatable.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole report here.")] = None,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write a bar chart PNG here.")] = None,
 ) -> None:
@@ -48,6 +70,7 @@ def weights_command(
         recs = load_counterfact(data, n=n, offset=offset)
         lm, tok = load_causal_lm(model, device=device, dtype=dtype, reuse=False)
         report = evaluate_weight_edits(lm, tok, recs, scenarios=[s.strip() for s in scenarios.split(",") if s.strip()],
+                                       rome_hparams=_overrides(rome_hp), batch_hparams=_overrides(batch_hp),
                                        stats_tokens=stats_tokens, generate=not no_generate)
         report.update(model=model, device=device, dtype=dtype, threads=torch.get_num_threads(),
                       command="memedit eval weights " + " ".join(sys.argv[3:]))

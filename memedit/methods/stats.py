@@ -78,21 +78,25 @@ class SecondMoment:
         """Key dimension (the MLP's intermediate width)."""
         return int(self.mom2.shape[0])
 
-    def regularised(self, dtype: torch.dtype = torch.float64, device: Any = None) -> torch.Tensor:
-        """``C + damping * mean(diag C) * I`` in ``dtype`` on ``device``."""
+    def regularised(self, dtype: torch.dtype = torch.float64, device: Any = None,
+                    damping: float | None = None) -> torch.Tensor:
+        """``C + damping * mean(diag C) * I`` in ``dtype`` on ``device`` (``damping``: the object's by default)."""
+        damping = self.damping if damping is None else damping
         C = self.mom2.to(device=device, dtype=dtype)
-        if self.damping:
-            C = C + self.damping * C.diagonal().mean() * torch.eye(self.dim, dtype=dtype, device=C.device)
+        if damping:
+            C = C + damping * C.diagonal().mean() * torch.eye(self.dim, dtype=dtype, device=C.device)
         return C
 
-    def cholesky(self, device: Any = None) -> torch.Tensor:
-        """Lower Cholesky factor of the regularised ``C`` (float64), cached per device."""
+    def cholesky(self, device: Any = None, damping: float | None = None) -> torch.Tensor:
+        """Lower Cholesky factor of the regularised ``C`` (float64), cached per device and damping."""
+        damping = self.damping if damping is None else damping
         key = str(torch.device(device) if device is not None else self.mom2.device)
+        key = key if damping == self.damping else f"{key}|{damping!r}"
         if key not in self._chol:
-            C = self.regularised(torch.float64, device)
+            C = self.regularised(torch.float64, device, damping)
             L, info = torch.linalg.cholesky_ex(C)
             if int(info) != 0:  # not positive definite: add more ridge until it is
-                eps = max(self.damping, 1e-6)
+                eps = max(damping, 1e-6)
                 while int(info) != 0 and eps < 1:
                     eps *= 10
                     L, info = torch.linalg.cholesky_ex(C + eps * C.diagonal().mean() * torch.eye(self.dim, dtype=C.dtype, device=C.device))
@@ -101,14 +105,17 @@ class SecondMoment:
             self._chol[key] = L
         return self._chol[key]
 
-    def solve(self, x: torch.Tensor) -> torch.Tensor:
-        """``C^-1 x`` for ``x`` of shape ``(d,)`` or ``(d, n)``, in float64 on ``x``'s device."""
+    def solve(self, x: torch.Tensor, damping: float | None = None) -> torch.Tensor:
+        """``C^-1 x`` for ``x`` of shape ``(d,)`` or ``(d, n)``, in float64 on ``x``'s device.
+
+        ``damping`` overrides the object's ridge (relative to ``mean(diag C)``) for this solve.
+        """
         vec = x.dim() == 1
         b = x.to(torch.float64)
         b = b[:, None] if vec else b
         if b.shape[0] != self.dim:
             raise ValidationError(f"cannot solve with a vector of size {b.shape[0]}; statistics have dim {self.dim}")
-        out = torch.cholesky_solve(b, self.cholesky(b.device))
+        out = torch.cholesky_solve(b, self.cholesky(b.device, damping))
         return out[:, 0] if vec else out
 
     # ---- persistence (safetensors, no pickle) ----------------------------------

@@ -130,7 +130,8 @@ def apply(
         W = W.T if arch.weight_transposed else W
         bias = getattr(module, "bias", None)
         v_star = values.init[0] + values.delta[0]
-        u, c = rank_one_update(W, keys[0], v_star, stats if hp.mom2_adjustment else None, bias=bias)
+        u, c = rank_one_update(W, keys[0], v_star, stats if hp.mom2_adjustment else None, bias=bias,
+                               damping=hp.norm_constraint)
         delta = LowRankDelta.from_update(param_name, u, c, transposed=arch.weight_transposed)
         if not delta.is_finite():
             raise ValidationError("ROME produced a non-finite update; nothing was changed")

@@ -32,9 +32,11 @@ class ValueHParams:
       ``kl_prompts`` (keeps what the subject *is*) + ``weight_decay`` x
       ``|delta|^2 / |v|^2``; ``|delta|`` is clamped to
       ``clamp_norm_factor x |v|``.
-    * optimiser: Adam with ``lr``, at most ``max_steps`` steps, stopping once
-      the mean probability of the target over the prefixed prompts reaches
-      ``stop_prob``.
+    * optimiser: Adam with ``lr``, at most ``max_steps`` steps, stopping
+      (``stop_rule="prob"``) once the mean probability of the target over the
+      prefixed prompts reaches ``stop_prob``, or (``stop_rule="most_probable"``,
+      MPES) once the target is the most probable continuation in every
+      prefixed prompt.
     """
 
     n_prefixes: int = 5
@@ -45,6 +47,7 @@ class ValueHParams:
     lr: float = 1.0
     max_steps: int = 20
     stop_prob: float = 0.9
+    stop_rule: str = "prob"
     kl_factor: float = 0.0625
     weight_decay: float = 1e-3
     clamp_norm_factor: float = 4.0
@@ -64,6 +67,8 @@ class ValueHParams:
             raise ValidationError("lr must be > 0")
         if not 0 < self.stop_prob <= 1:
             raise ValidationError("stop_prob must be in (0, 1]")
+        if self.stop_rule not in ("prob", "most_probable"):
+            raise ValidationError("stop_rule must be 'prob' or 'most_probable'")
         if self.n_prefixes < 0 or self.prefix_tokens < 1:
             raise ValidationError("n_prefixes must be >= 0 and prefix_tokens >= 1")
         for p in self.kl_prompts:
@@ -84,11 +89,18 @@ class RomeHParams(ValueHParams):
     """ROME: one rank-one update of the MLP down projection at ``layer``.
 
     ``mom2_adjustment=False`` drops ``C^-1`` (the update then only uses the key
-    direction); keep it True.
+    direction); keep it True. ``norm_constraint`` is ENCORE's
+    Frobenius-norm penalty on the update, as a ridge ``norm_constraint x
+    mean(diag C)`` added to ``C`` (None: only the statistics' own tiny
+    damping); see :mod:`.update`. The default 1.0 was chosen on SmolLM2 and
+    CounterFact: 30 sequential edits raised held-out perplexity 2.2% instead
+    of 3.6% (NS 66.7 = unedited instead of 63.3) and single edits scored the
+    same; over 100 sequential edits it helps little (+18.7% instead of +20.1%).
     """
 
     layer: int = 0
     mom2_adjustment: bool = True
+    norm_constraint: float | None = 1.0
 
     @classmethod
     def for_model(cls, model: Any, **overrides: Any) -> "RomeHParams":
@@ -103,3 +115,5 @@ class RomeHParams(ValueHParams):
         super().validate()
         if self.layer < 0:
             raise ValidationError("layer must be >= 0")
+        if self.norm_constraint is not None and self.norm_constraint < 0:
+            raise ValidationError("norm_constraint must be >= 0")

@@ -14,6 +14,19 @@ so that ``(W + Delta) k* = v*`` exactly while keys the layer already serves
 averaged key of :mod:`.keys`, and ``W k*`` is computed with that *same* key
 (r-ROME): using one key for the update and another for the value is what
 produced ROME's disabling edits.
+
+Norm constraint: ``C`` is estimated from ~100k tokens of one kind of prose;
+directions that prose rarely uses get tiny eigenvalues, and ``C^-1`` turns
+them into large update components that other text does reach. ENCORE
+(Gupta et al., 2025, "Lifelong Knowledge Editing requires Better
+Regularization") adds a Frobenius-norm penalty on the update to the
+preservation objective; with ROME's equality constraint
+
+    min tr(Delta C Delta^T) + rho ||Delta||_F^2  s.t.  Delta k* = r
+    =>  C + rho I  in place of C above
+
+(``rho = damping * mean(diag C)``): a ridge, the same as shrinking the
+estimate of ``C`` toward a multiple of the identity.
 """
 from __future__ import annotations
 
@@ -28,13 +41,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def rank_one_update(
-    W: torch.Tensor, key: torch.Tensor, value: torch.Tensor, stats: "SecondMoment | None", *, bias: torch.Tensor | None = None
+    W: torch.Tensor, key: torch.Tensor, value: torch.Tensor, stats: "SecondMoment | None", *,
+    bias: torch.Tensor | None = None, damping: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(u, c)`` with ``Delta = u @ c.T``: ``u`` is ``(out, 1)``, ``c = C^-1 k*`` is ``(in, 1)``.
 
     ``W`` is in math orientation ``(out, in)``; ``value`` is ``v*`` (the full
     target output, including ``bias`` when the layer has one). ``stats=None``
-    uses ``C = I``. Computed in float64.
+    uses ``C = I``. ``damping``: the ridge on ``C`` relative to its mean
+    diagonal (the norm constraint, see the module docstring); None keeps the
+    statistics' own. Computed in float64.
     """
     k = key.detach().to(torch.float64).reshape(-1)
     v = value.detach().to(torch.float64).reshape(-1)
@@ -44,7 +60,7 @@ def rank_one_update(
     current = W64 @ k
     if bias is not None:
         current = current + bias.detach().to(device=k.device, dtype=torch.float64)
-    c = stats.solve(k) if stats is not None else k.clone()
+    c = stats.solve(k, damping) if stats is not None else k.clone()
     denom = torch.dot(c, k)
     if not torch.isfinite(denom) or denom.abs() < 1e-20:
         raise ValidationError("degenerate key (k^T C^-1 k is zero or not finite); the subject gives no usable key")

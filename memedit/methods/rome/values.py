@@ -147,6 +147,13 @@ def compute_values(
             req_nll = req_nll / req_rows.clamp(min=1)
             req_prob = torch.zeros(n_req, device=device).index_add(
                 0, row_req[present], row_lp[present].detach().exp()) / req_rows.clamp(min=1)
+            # MPES (Gupta et al., 2025, "Lifelong Knowledge Editing requires Better Regularization"): a request
+            # is done once every target token is the most probable token in every prompt it is optimised on
+            misses = None
+            if hp.stop_rule == "most_probable":
+                with torch.no_grad():
+                    miss = (logits[~is_kl].argmax(-1) != tgt[~is_kl]).float()
+                    misses = torch.zeros(n_req, device=device).index_add(0, req_of[~is_kl], miss)
             # KL to the unedited distribution on the KL prompts
             kl_pos = torch.nonzero(is_kl)[:, 0]
             kl_terms = torch.zeros(n_req, device=device)
@@ -166,7 +173,8 @@ def compute_values(
                 if step == 0:
                     prob_before[i] = p
                 prob_after[i] = p
-                if p >= hp.stop_prob or step == hp.max_steps:
+                finished = bool(misses[i] == 0) if misses is not None else p >= hp.stop_prob
+                if finished or step == hp.max_steps:
                     continue
                 steps[i] = step + 1
                 still.append(i)
