@@ -48,3 +48,16 @@ def cli_errors(as_json: bool) -> Iterator[None]:
             # escape: messages quote user input ('[/]' would be read as markup); soft_wrap: one line
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(exit_code(exc)) from None
+
+
+def int_list(text: str | None, option: str, *, unique_sorted: bool = False) -> list[int] | None:
+    """A comma-separated list of integers from option ``option`` (None when not given); clear errors otherwise."""
+    if text is None:
+        return None
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValidationError(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValidationError(f"{option} is empty")
+    return sorted(set(values)) if unique_sorted else values

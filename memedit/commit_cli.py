@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli_common import StoreOpt, cli_errors
+from .cli_common import StoreOpt, cli_errors, int_list
 from .config import DEFAULT_NAMESPACE
 from .errors import ValidationError
 
@@ -51,18 +51,6 @@ def _editor(store: str | None, model: str, device: str, dtype: str, as_json: boo
             ed.close()
 
 
-def _ids(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        ids = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValidationError(f"--ids takes comma-separated edit ids, got {text!r}") from None
-    if not ids:
-        raise ValidationError("--ids names no edit")
-    return ids
-
-
 @app.command("commit")
 def commit_command(
     min_uses: Annotated[int, typer.Option("--min-uses", help="Commit active fact edits used at least this often.")] = 1,
@@ -76,7 +64,7 @@ def commit_command(
 ) -> None:
     """Commit frequently used edits into the base model's weights (gated, reversible)."""
     with _editor(store, model, device, dtype, as_json) as ed:
-        chosen = _ids(ids)
+        chosen = int_list(ids, "--ids")
         if not dry_run:
             n = len(chosen) if chosen is not None else len(ed.commit(min_uses=min_uses, namespace=namespace,
                                                                         method=method, dry_run=True).candidates)

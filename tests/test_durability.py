@@ -18,7 +18,7 @@ import pytest
 
 from memedit import Edit, EditStore
 
-from workers import finish as _finish, read_acks as _read_acks, spawn as _spawn, wait_ready as _wait_ready
+from workers import check_acked, finish as _finish, read_acks as _read_acks, spawn as _spawn, wait_ready as _wait_ready
 
 
 def _check_consistent(path: Path, embedder) -> EditStore:
@@ -43,21 +43,6 @@ def _check_consistent(path: Path, embedder) -> EditStore:
     return store
 
 
-def _check_acked(store: EditStore, added: dict[int, str], forgot: set[int], allowed_unacked_forgets: int) -> None:
-    """Every acknowledged edit is present with its exact content, unless the writer forgot it."""
-    unacked = 0
-    for edit_id in forgot:
-        assert store.get(edit_id).status == "forgotten", f"acknowledged forget of {edit_id} was undone"
-    for edit_id, text in added.items():
-        edit = store.get(edit_id)
-        if edit.status == "forgotten":
-            unacked += edit_id not in forgot
-        else:
-            assert edit.sentence() == text, f"edit {edit_id} changed: {edit.sentence()!r} != {text!r}"
-    # A kill between a forget's commit and its acknowledgement leaves at most one unacknowledged forget per kill.
-    assert unacked <= allowed_unacked_forgets
-
-
 def _crash_cycles(tmp_path: Path, embedder, cycles: int) -> None:
     path, ackfile = tmp_path / "crash.db", tmp_path / "acks.txt"
     rng = random.Random(1234)
@@ -69,7 +54,7 @@ def _crash_cycles(tmp_path: Path, embedder, cycles: int) -> None:
         proc.wait()
         added, forgot = _read_acks(ackfile)
         store = _check_consistent(path, embedder)
-        _check_acked(store, added, forgot, allowed_unacked_forgets=cycle + 1)
+        check_acked(store, added, forgot, allowed_unacked_forgets=cycle + 1)
         store.close()
     assert len(_read_acks(ackfile)[0]) > cycles, "the writer should have acknowledged many edits"
 
@@ -103,7 +88,7 @@ def test_concurrent_writers_and_readers(tmp_path: Path, embedder) -> None:
         added.update(a)
         forgot |= f
     store = _check_consistent(path, embedder)
-    _check_acked(store, added, forgot, allowed_unacked_forgets=0)
+    check_acked(store, added, forgot, allowed_unacked_forgets=0)
     assert len(added) >= 30
     store.close()
 

@@ -27,7 +27,7 @@ from memedit import Edit, EditStore
 from memedit.errors import StoreError
 from memedit.store import PgEditStore, copy_store, open_store
 
-from workers import finish as _finish, read_acks as _read_acks, spawn as _spawn, wait_ready as _wait_ready
+from workers import check_acked, finish as _finish, read_acks as _read_acks, spawn as _spawn, wait_ready as _wait_ready
 PRES = "The current president of {} is"
 
 
@@ -56,16 +56,7 @@ def _check_store(url: str, embedder, added: dict[int, str], forgot: set[int], un
         report = store.verify()
         assert report.ok, report.problems
         assert store.check_index()["consistent"]
-        for edit_id in forgot:
-            assert store.get(edit_id).status == "forgotten", f"acknowledged forget of {edit_id} was undone"
-        unacked = 0
-        for edit_id, text in added.items():
-            edit = store.get(edit_id)
-            if edit.status == "forgotten":
-                unacked += edit_id not in forgot
-            else:
-                assert edit.sentence() == text, f"edit {edit_id} changed: {edit.sentence()!r} != {text!r}"
-        assert unacked <= unacked_forgets
+        check_acked(store, added, forgot, unacked_forgets)
 
 
 # ---- replicas -------------------------------------------------------------------------------------

@@ -54,3 +54,19 @@ def read_acks(ackfiles: Path | Sequence[Path]) -> tuple[dict[int, str], set[int]
             elif kind == "forgot":
                 forgot.add(int(rest))
     return added, forgot
+
+
+def check_acked(store, added: dict[int, str], forgot: set[int], allowed_unacked_forgets: int) -> None:
+    """Every acknowledged edit is present with its exact content, unless the writer forgot it; every
+    acknowledged forget stuck. A kill between a forget's commit and its acknowledgement leaves at most one
+    unacknowledged forget per kill (``allowed_unacked_forgets``)."""
+    unacked = 0
+    for edit_id in forgot:
+        assert store.get(edit_id).status == "forgotten", f"acknowledged forget of {edit_id} was undone"
+    for edit_id, text in added.items():
+        edit = store.get(edit_id)
+        if edit.status == "forgotten":
+            unacked += edit_id not in forgot
+        else:
+            assert edit.sentence() == text, f"edit {edit_id} changed: {edit.sentence()!r} != {text!r}"
+    assert unacked <= allowed_unacked_forgets

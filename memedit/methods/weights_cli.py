@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from ..cli_common import cli_errors as _errors
+from ..cli_common import int_list
 from ..errors import ValidationError
 
 app = typer.Typer(help="Weight editing tools: second-moment statistics and causal tracing.",
@@ -46,18 +47,6 @@ def _load(model: str, device: str, dtype: str, threads: int | None) -> tuple[Any
     return load_causal_lm(model, device=device, dtype=dtype)
 
 
-def _parse_layers(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        layers = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise ValidationError(f"--layers must be comma-separated integers, got {text!r}") from None
-    if not layers:
-        raise ValidationError("--layers is empty")
-    return layers
-
-
 @app.command("stats")
 def stats_cmd(
     model: ModelOpt = "smollm2-135m-instruct",
@@ -77,7 +66,7 @@ def stats_cmd(
     from .stats import second_moments, stats_dir
 
     with _errors(as_json):
-        chosen = _parse_layers(layers)
+        chosen = int_list(layers, "--layers", unique_sorted=True)
         if tokens < 1:
             raise ValidationError("--tokens must be >= 1")
         if text is not None and not text.is_file():
