@@ -48,6 +48,8 @@ def test_every_scenario_runs_and_restores_the_weights(tmp_path):
         assert len(r["per_record"]) == 2 and all(0 <= v <= 100 for v in r["scores"].values())
         if name != "rome":
             assert "perplexity_change_pct" in r
+    # MEMIT's target values serve EMMET too (equal value hyperparameters)
+    assert report["scenarios"]["emmet"]["values_shared"] and not report["scenarios"]["memit"]["values_shared"]
     # ROME alone on each record must make its edit win (the tiny model can learn two facts)
     assert report["scenarios"]["rome"]["scores"]["efficacy"] == 100.0
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "weights must come back exactly"

@@ -527,6 +527,28 @@ def test_batch_editors(models, tok, stats_cache, family, method):
         assert max(x["fit_error"] for x in res.stats["layers"]) < 1e-3, res.stats["layers"]
 
 
+def test_shared_targets_give_the_same_updates(models, tok, stats_cache):
+    """MEMIT and EMMET with equal value hyperparameters can share step 1; the deltas are the same as unshared."""
+    model = models["llama"]
+    stats = tiny_stats(model, tok, [1, 2], stats_cache)
+    saved = state(model)
+    hp_m = MemitHParams(layers=(1, 2), mom2_update_weight=100.0, **FAST)
+    hp_e = EmmetHParams(layers=(1, 2), mom2_update_weight=100.0, emmet_lambda=0.0, **FAST)
+    assert memit.same_values(hp_m, hp_e) and not memit.same_values(hp_m, hp_m.with_(lr=0.3))
+    targets = memit.compute_targets(model, tok, FACTS, hp_m)
+    assert targets.z.shape[0] == len(FACTS) and targets.layer == 2
+    assert_identical(model, saved)
+    for mod, hp in ((memit, hp_m), (emmet, hp_e)):
+        plain = mod.apply(model, tok, FACTS, hp, stats=stats)
+        shared = mod.apply(model, tok, FACTS, hp, stats=stats, targets=targets)
+        for a, b in zip(plain.deltas, shared.deltas):
+            assert torch.allclose(a.dense(), b.dense(), atol=1e-5)
+        assert shared.stats["steps"] == plain.stats["steps"]
+    with pytest.raises(ValidationError, match="targets are for"):
+        memit.apply(model, tok, FACTS[:1], hp_m, stats=stats, targets=targets)
+    assert_identical(model, saved)
+
+
 def test_batch_editor_validation(models, tok, stats_cache):
     model = models["llama"]
     with pytest.raises(ValidationError):

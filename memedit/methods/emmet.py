@@ -31,7 +31,7 @@ import torch
 
 from ..errors import ValidationError
 from .deltas import EditResult
-from .memit import MemitHParams, batch_edit
+from .memit import MemitHParams, Targets, batch_edit
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,12 @@ def apply(
     edits: Sequence[Any],
     hparams: EmmetHParams | None = None,
     stats: dict[int, Any] | None = None,
+    targets: Targets | None = None,
+    progress: bool = False,
 ) -> EditResult:
-    """Compute EMMET updates for all ``edits`` at once; one delta per layer, model untouched."""
+    """Compute EMMET updates for all ``edits`` at once; one delta per layer, model untouched.
+
+    ``targets``: precomputed target values (:func:`memedit.methods.memit.compute_targets`).
+    """
     hp = hparams or EmmetHParams.for_model(model)
-    return batch_edit(model, tok, edits, hp, stats, emmet_solve, "emmet")
+    return batch_edit(model, tok, edits, hp, stats, emmet_solve, "emmet", targets=targets, progress=progress)

@@ -31,7 +31,7 @@ edits) and leaves the model's weights bit-identical.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence
 
 import torch
@@ -152,8 +152,14 @@ def batch_edit(
     stats: dict[int, Any] | None,
     solver: Solver,
     method: str,
+    targets: "Targets | None" = None,
+    progress: bool = False,
 ) -> EditResult:
-    """The MEMIT loop with a pluggable closed form (``solver``); see :func:`apply`."""
+    """The MEMIT loop with a pluggable closed form (``solver``); see :func:`apply`.
+
+    ``targets``: step 1's result for the same requests (:func:`compute_targets`),
+    e.g. shared between a MEMIT and an EMMET run with equal value hyperparameters.
+    """
     t_start = time.perf_counter()
     cpu_start = time.process_time()
     timings: dict[str, float] = {}
@@ -196,18 +202,15 @@ def batch_edit(
                 before = probe(model, tok, requests)
                 timings["measure_before"] = time.perf_counter() - t
 
-            # 1. target hidden states z_i at the last edit layer, edits batched chunk by chunk
+            # 1. target hidden states z_i at the last edit layer (or the caller's, computed with the same values)
             t = time.perf_counter()
-            z_init, z_delta, steps, p_before, p_after = [], [], [], [], []
-            for start in range(0, len(requests), hp.chunk_size):
-                chunk = requests[start:start + hp.chunk_size]
-                res = compute_values(model, tok, chunk, layer=z_layer, site="residual", contexts=contexts, hp=hp)
-                z_init.append(res.init)
-                z_delta.append(res.delta)
-                steps += res.steps
-                p_before += res.prob_before
-                p_after += res.prob_after
-            z_target = torch.cat(z_init) + torch.cat(z_delta)
+            if targets is None:
+                targets = compute_targets(model, tok, requests, hp, contexts, progress=progress)
+            elif targets.z.shape[0] != len(requests) or targets.layer != z_layer:
+                raise ValidationError(f"the given targets are for {targets.z.shape[0]} edits at layer {targets.layer}, "
+                                      f"not {len(requests)} at layer {z_layer}")
+            z_target = targets.z
+            steps, p_before, p_after = targets.steps, targets.prob_before, targets.prob_after
             timings["values"] = time.perf_counter() - t
 
             # 2. spread the residual over the layers, each update computed with the previous ones in place
@@ -248,6 +251,52 @@ def batch_edit(
     return EditResult(deltas=deltas, method=method, layers=layers, stats=info)
 
 
+@dataclass
+class Targets:
+    """Step 1's result: the wanted hidden state ``z`` (n, hidden) after ``layer`` for each request, and a log."""
+
+    z: torch.Tensor
+    layer: int
+    steps: list[int]
+    prob_before: list[float]
+    prob_after: list[float]
+    seconds: float
+
+
+def compute_targets(model: Any, tok: Any, edits: Sequence[Any], hp: MemitHParams,
+                    contexts: Sequence[str] | None = None, progress: bool = False) -> Targets:
+    """``z_i = h_i + delta_i`` after the last edit layer for every edit, optimised ``hp.chunk_size`` edits at a time.
+
+    The model's weights are not touched. Depends only on the value
+    hyperparameters (:class:`ValueHParams` fields) and ``hp.layers[-1]``, so
+    MEMIT and EMMET with the same values can share one result.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    requests = [as_request(e) for e in edits]
+    layer = hp.layers[-1]
+    with frozen(model):
+        contexts = tuple(contexts) if contexts is not None else contexts_for(model, tok, hp)
+        z_init, z_delta, steps, p_before, p_after = [], [], [], [], []
+        starts = range(0, len(requests), hp.chunk_size)
+        for start in tqdm(starts, desc="target values", unit="chunk", disable=not progress or len(starts) < 2):
+            chunk = requests[start:start + hp.chunk_size]
+            res = compute_values(model, tok, chunk, layer=layer, site="residual", contexts=contexts, hp=hp)
+            z_init.append(res.init)
+            z_delta.append(res.delta)
+            steps += res.steps
+            p_before += res.prob_before
+            p_after += res.prob_after
+    return Targets(z=torch.cat(z_init) + torch.cat(z_delta), layer=layer, steps=steps, prob_before=p_before,
+                   prob_after=p_after, seconds=time.perf_counter() - t0)
+
+
+def same_values(a: ValueHParams, b: ValueHParams) -> bool:
+    """Whether two hyperparameter sets optimise the same target values (every :class:`ValueHParams` field equal)."""
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(ValueHParams))
+
+
 def _keys(model: Any, tok: Any, requests: list[Request], layer: int, contexts: Sequence[str], z_layer: int,
           batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Averaged keys at ``layer`` and hidden states at ``z_layer`` for all requests, in chunks of ``batch`` rows."""
@@ -266,11 +315,14 @@ def apply(
     edits: Sequence[Any],
     hparams: MemitHParams | None = None,
     stats: dict[int, Any] | None = None,
+    targets: Targets | None = None,
+    progress: bool = False,
 ) -> EditResult:
     """Compute MEMIT updates writing all ``edits`` at once; returns one delta per layer, model untouched.
 
     ``stats``: ``{layer: SecondMoment}``; missing layers are loaded from the
-    cache or computed in one pass.
+    cache or computed in one pass. ``targets``: precomputed step 1
+    (:func:`compute_targets`) for these edits.
     """
     hp = hparams or MemitHParams.for_model(model)
-    return batch_edit(model, tok, edits, hp, stats, memit_solve, "memit")
+    return batch_edit(model, tok, edits, hp, stats, memit_solve, "memit", targets=targets, progress=progress)
