@@ -29,8 +29,10 @@ Metrics (Zhong et al., 2023):
   is edited needs nothing from the model and belongs to it).
 
 Methods: ``mello`` (structured MeLLo over the store), ``base`` (the unedited
-model, question alone), ``ike`` (IKE with all of the case's edits in context).
-Modes: ``single`` (one namespace per case) and ``batch`` (every case's edits in
+model, question alone), ``ike`` (IKE with all of the case's edits in context),
+``rome`` / ``memit`` (the case's edits written into the weights, sequentially
+or in one batch, then the bare model asked; single mode only; see
+:mod:`memedit.eval.mquake_weights`). Modes: ``single`` (one namespace per case) and ``batch`` (every case's edits in
 one namespace: other cases' edits are distractors, and an edit of the same
 subject and relation in a later case supersedes an earlier one).
 """
@@ -50,7 +52,7 @@ from ..methods.multihop import fold
 
 log = logging.getLogger(__name__)
 
-METHODS = ("mello", "base", "ike")
+METHODS = ("mello", "base", "ike", "rome", "memit")  # rome, memit: memedit.eval.mquake_weights
 MODES = ("single", "batch")
 
 
@@ -186,7 +188,8 @@ class MQuAKEEvaluator:
     """Runs the cases through MeLLo and the baselines with one local (or LangChain) backend."""
 
     def __init__(self, backend: Any, *, methods: Sequence[str] = METHODS, max_new_tokens: int = 16,
-                 keep_traces: bool = False, mello_kwargs: dict[str, Any] | None = None):
+                 keep_traces: bool = False, mello_kwargs: dict[str, Any] | None = None,
+                 weight_options: dict[str, Any] | None = None):
         from ..models.backends import as_backend
 
         bad = [m for m in methods if m not in METHODS]
@@ -199,6 +202,18 @@ class MQuAKEEvaluator:
         self.mello_kwargs = dict(mello_kwargs or {})
         self._known: dict[str, tuple[bool, bool, bool]] = {}
         self._ike = None
+        self._weights: dict[str, Any] = {}  # method -> WeightBaseline, built on first use (loads statistics)
+        self.weight_options = dict(weight_options or {})  # keywords for WeightBaseline
+
+    def _weight_baseline(self, method: str) -> Any:
+        if method not in self._weights:
+            from .mquake_weights import WeightBaseline
+
+            self._weights[method] = WeightBaseline(self.backend, method, **self.weight_options)
+        return self._weights[method]
+
+    def _plain_answers(self, questions: Sequence[str]) -> list[str]:
+        return self.backend.chat_batch([[{"role": "user", "content": q}] for q in questions], self.max_new_tokens)
 
     def _known_facts(self, case: MQuAKECase, resolver: Any) -> tuple[bool, bool, bool]:
         """(known, known_new, known_needed) for ``case`` (see the module docstring)."""
@@ -240,6 +255,15 @@ class MQuAKEEvaluator:
             t0 = time.perf_counter()
             answers: list[str] = []
             ok = False
+            if m in ("rome", "memit"):  # the case's edits in the weights, the bare model asked
+                with self._weight_baseline(m).applied(case.edits):
+                    answers = self._plain_answers(case.questions)
+                    ew_answers = self._plain_answers([q for q, _ in case.edit_questions])
+                r.multi_hop[m] = any(hit(a, case.new_answers) for a in answers)
+                r.answers[m] = answers
+                r.edit_wise[m] = [hit(a, acc) for a, (_, acc) in zip(ew_answers, case.edit_questions)]
+                r.seconds[m] = round(time.perf_counter() - t0, 2)
+                continue
             if m != "mello":  # the three questions in one batch (faster than three calls on a local model)
                 convs = [[{"role": "user", "content": q}] if m == "base" else self._ike_messages(q, case)
                          for q in case.questions]
@@ -401,7 +425,8 @@ def build_command() -> Callable[..., None]:
         limit: Optional[int] = typer.Option(20, "--limit", help="Random subsample size (all: 0)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the subsample."),
         model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model (registered name or path)."),
-        methods: str = typer.Option("mello,base,ike", "--methods", help="Comma-separated: mello, base, ike."),
+        methods: str = typer.Option("mello,base,ike", "--methods",
+                                    help="Comma-separated: mello, base, ike, rome, memit (weight baselines, single mode)."),
         mode: str = typer.Option("single", "--mode", help="single | batch | both"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: 1 if the load is high)."),
         time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per mode; stop before the next case after this."),
