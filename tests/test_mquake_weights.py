@@ -111,6 +111,12 @@ def test_the_evaluation_reports_the_weight_baselines(backend: LocalLM, case) -> 
     assert all(torch.equal(v, saved[k]) for k, v in backend.model.state_dict().items())
     # batch mode is MeLLo's alone (the weight baselines edit one case at a time)
     assert ev.evaluate([case], mode="batch")["methods"] == []
+    # a random model knows none of the case's single hops: the known subset skips the case and counts it
+    assert res["known"] is False
+    known_only = ev.evaluate([case], mode="single", subset="known")
+    assert known_only["cases"] == 0 and known_only["outside_subset"] == 1 and not known_only["stopped_early"]
+    with pytest.raises(ValidationError, match="subset must be one of"):
+        ev.evaluate([case], subset="famous")
 
 
 def test_a_backend_without_weights_is_refused() -> None:

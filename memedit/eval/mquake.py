@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("mello", "base", "ike", "rome", "memit")  # rome, memit: memedit.eval.mquake_weights
 MODES = ("single", "batch")
+SUBSETS = ("all", "known", "known_new", "known_needed")
 
 
 @dataclass(frozen=True)
@@ -311,8 +312,12 @@ class MQuAKEEvaluator:
 
     def evaluate(self, cases: Sequence[MQuAKECase], *, mode: str = "single", progress: bool = False,
                  time_budget_s: float | None = None, store_path: str | Path | None = None,
-                 on_result: Callable[[CaseResult], None] | None = None) -> dict[str, Any]:
-        """Run ``cases`` in ``mode``; returns the report (config, summary, per-case results)."""
+                 on_result: Callable[[CaseResult], None] | None = None, subset: str = "all") -> dict[str, Any]:
+        """Run ``cases`` in ``mode``; returns the report (config, summary, per-case results).
+
+        ``subset``: evaluate only the cases of that subset (the unedited model's
+        single-hop answers are checked first; the others are skipped and counted).
+        """
         from ..methods.mello import MeLLo
         from ..store import EditStore
 
@@ -320,7 +325,10 @@ class MQuAKEEvaluator:
             raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
         if not cases:
             raise ValidationError("no cases to evaluate")
+        if subset not in SUBSETS:
+            raise ValidationError(f"subset must be one of {SUBSETS}, got {subset!r}")
         tmp = None
+        outside = 0
         if store_path is None:
             tmp = tempfile.TemporaryDirectory(prefix="memedit-mquake-")
             store_path = Path(tmp.name) / "mquake.db"
@@ -348,6 +356,13 @@ class MQuAKEEvaluator:
             for i, case in enumerate(cases):
                 if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
                     break
+                if subset != "all":
+                    known, known_new, known_needed = ev._known_facts(case, mello.resolver(self.backend))
+                    if not {"known": known, "known_new": known_new, "known_needed": known_needed}[subset]:
+                        outside += 1
+                        if bar is not None:
+                            bar.update(1)
+                        continue
                 if mode == "single":
                     ns = f"mquake-{i}"
                     store.create_namespace(ns)
@@ -365,7 +380,8 @@ class MQuAKEEvaluator:
                 tmp.cleanup()
         secs = time.perf_counter() - t_start
         return {"mode": mode, "methods": list(methods), "cases": len(results), "cases_requested": len(cases),
-                "stopped_early": len(results) < len(cases), "superseded_in_batch": superseded,
+                "stopped_early": len(results) + outside < len(cases), "superseded_in_batch": superseded,
+                "subset": subset, "outside_subset": outside,
                 "seconds": round(secs, 1), "summary": summarize(results, methods),
                 "results": [r.to_dict() for r in results]}
 
@@ -428,6 +444,8 @@ def build_command() -> Callable[..., None]:
         methods: str = typer.Option("mello,base,ike", "--methods",
                                     help="Comma-separated: mello, base, ike, rome, memit (weight baselines, single mode)."),
         mode: str = typer.Option("single", "--mode", help="single | batch | both"),
+        subset: str = typer.Option("all", "--subset", help="all | known | known_new | known_needed: only the "
+                                   "cases the unedited model's single-hop answers put in that subset."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: 1 if the load is high)."),
         time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per mode; stop before the next case after this."),
         partial: Optional[Path] = typer.Option(None, "--partial", help="Append each case result to this JSONL file as it comes."),
@@ -468,7 +486,7 @@ def build_command() -> Callable[..., None]:
                     fh = partial.open("a", encoding="utf-8")
                     sink = lambda r, fh=fh, md=md: (fh.write(json.dumps(dict(r.to_dict(), mode=md)) + "\n"),  # noqa: E731
                                                     fh.flush())
-                rep = ev.evaluate(cases, mode=md, progress=True, on_result=sink,
+                rep = ev.evaluate(cases, mode=md, progress=True, on_result=sink, subset=subset,
                                   time_budget_s=None if time_budget is None else time_budget * 60)
                 rep["config"] = {"data": str(data), "limit": len(cases), "seed": seed, "model": model, "records": total}
                 reports[md] = rep
