@@ -351,6 +351,7 @@ def _mount_optional() -> None:
     for module, name, help_text in (
         ("memedit.models.cli", "models", "List and prepare the packaged language models."),
         ("memedit.scope_cli", "scope", "Train and evaluate the scope classifier."),
+        ("memedit.serac_cli", "serac", "Train SERAC's counterfactual adapter (LoRA)."),
         ("memedit.chat_cli", None, "Ask questions and chat through the edit memory."),
         ("memedit.commit_cli", None, "Commit used edits into the weights; list, revert and redo commits."),
         ("memedit.eval.cli", "eval", "Evaluate editing quality on CounterFact / zsRE-format data."),

@@ -95,6 +95,7 @@ class Prepared:
     messages: list[dict[str, str]]
     backend: Backend
     timings_ms: dict[str, float] = field(default_factory=dict)
+    max_new_tokens: int | None = None  # the router's answer length (None: the backend's default)
 
     @property
     def edit_ids(self) -> list[int]:
@@ -346,7 +347,8 @@ class Router:
                                    embedder_name=getattr(self.store.embedder, "name", None))
         timings["prompt"] = _ms(t0)
         return Prepared(question=question, namespace=namespace, route=route, used=used, candidates=candidates,
-                        messages=messages, backend=method.backend(self.base), timings_ms=timings)
+                        messages=messages, backend=method.backend(self.base), timings_ms=timings,
+                        max_new_tokens=self.max_new_tokens)
 
     # ---- answering -----------------------------------------------------------------
     def run(self, prepared: Prepared) -> Answer:

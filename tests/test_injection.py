@@ -20,6 +20,7 @@ from memedit import Edit, EditStore
 from memedit.answer import UsedEdit
 from memedit.methods.ike import IKE, IKE_SYSTEM
 from memedit.methods.serac import SERAC, SERAC_SYSTEM
+from memedit.methods.serac_adapter import ADAPTER_SYSTEM
 
 CANARY = "ZQX-CANARY-4417"
 QUESTION = "What is the capital of France?"
@@ -94,11 +95,13 @@ def benign(store) -> Edit:
     return store.list("benign", limit=1)[0]
 
 
-@pytest.fixture(scope="module", params=["ike", "serac"])
+@pytest.fixture(scope="module", params=["ike", "serac", "serac-adapter"])
 def method(request):
     if request.param == "ike":
         return IKE(k=3, retain=1), IKE_SYSTEM
-    return SERAC(k=3), SERAC_SYSTEM
+    if request.param == "serac":
+        return SERAC(k=3, adapter=None), SERAC_SYSTEM  # prompted, with demonstrations
+    return SERAC(adapter="packaged"), ADAPTER_SYSTEM  # the trained adapter's short format
 
 
 def test_every_attack_alone_keeps_the_prompt_shape(method, stored_attacks, benign):

@@ -106,6 +106,11 @@ def run(
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a bar plot PNG here."),
     store: Optional[str] = typer.Option(None, "--store", help="Store to run in (a path or a postgresql:// URL; "
                                         "each case gets its own namespace). Default: a temporary SQLite store."),
+    serac_adapter: Optional[str] = typer.Option(None, "--serac-adapter", help="SERAC's counterfactual model gets this "
+                                                "trained adapter (a directory or 'packaged'; default: the packaged one "
+                                                "with --policy serac; 'none': prompted); implies --heldout-of it."),
+    heldout_of: Optional[str] = typer.Option(None, "--heldout-of", help="Drop every case this SERAC adapter "
+                                             "(directory or 'packaged') trained on, before sampling."),
 ) -> None:
     """Evaluate reliability, generalization, locality, portability and scope decisions."""
     from rich.console import Console
@@ -124,9 +129,30 @@ def run(
         if threads:
             torch.set_num_threads(threads)
         loaded = load_cases(data, format)
-        cases = sample(loaded.cases, limit or None, seed)
+        candidates, dropped = loaded.cases, None
+        if serac_adapter is None and policy == "serac":  # SERAC's default: the packaged adapter, when it ships
+            from ..methods.serac_adapter import packaged_adapter_available
+
+            serac_adapter = "packaged" if packaged_adapter_available() else "none"
+        prompt_only = serac_adapter == "none"
+        if prompt_only:
+            serac_adapter = None
+        heldout_of = heldout_of or serac_adapter  # an adapter is never scored on the cases it trained on
+        if heldout_of is not None:
+            from ..methods.serac_adapter import exclude_training_cases
+
+            candidates, dropped = exclude_training_cases(loaded.cases, heldout_of)
+            console.print(f"--heldout-of {heldout_of}: dropped {dropped} of {len(loaded.cases)} cases (the adapter's "
+                          f"training side); {len(candidates)} held-out cases left")
+        cases = sample(candidates, limit or None, seed)
         console.print(f"{loaded.total} records in {data}; {loaded.skipped} skipped (subject not in prompt, or target_new = old answer); "
-                      f"evaluating {len(cases)} (seed {seed})")
+                      f"evaluating {len(cases)} (seed {seed})"
+                      + (f"; fewer than --limit {limit}" if limit and len(cases) < limit else ""))
+        serac = None
+        if serac_adapter is not None or prompt_only:
+            from ..methods.serac import SERAC
+
+            serac = SERAC(adapter=serac_adapter)  # one counterfactual model for every mode; None: prompt-only
         clf = None
         if classifier is not None:
             from ..scope import ScopeClassifier
@@ -134,13 +160,17 @@ def run(
             clf = ScopeClassifier.load(classifier)
         config = {"data": str(data), "format": format, "limit": len(cases), "seed": seed, "model": model,
                   "policy": policy, "classifier": str(classifier) if classifier else "packaged",
-                  "max_new_tokens": max_new_tokens, "records": loaded.total, "skipped": loaded.skipped}
+                  "max_new_tokens": max_new_tokens, "records": loaded.total, "skipped": loaded.skipped,
+                  "serac_adapter": "none" if prompt_only else serac_adapter, "heldout_of": heldout_of,
+                  "dropped_training_cases": dropped}
         reports: dict[str, dict[str, Any]] = {}
         base = None
         for m in modes:
             def factory(store: Any) -> Editor:
                 ed = Editor(model=base if base is not None else model, store=store, policy=policy,
                             classifier=clf, max_new_tokens=max_new_tokens)
+                if serac is not None:
+                    ed.router.register(serac)  # replaces the router's default SERAC
                 return ed
             sink = None
             if partial is not None:
