@@ -176,7 +176,7 @@ def test_real_conversion_of_packaged_smollm2(smollm_dir: Path, memedit_cache_dir
     assert "quantization_config" not in config, "the GGUF quantization marker must not be saved"
     assert config["model_type"] == "llama"
     # no temporary or scratch directories are left behind, and nothing was written into the package
-    assert not [p for p in smollm_dir.parent.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in smollm_dir.parent.iterdir() if p.name.startswith(f".{DEFAULT_MODEL}.tmp-")]
     assert sorted(p.name for p in gguf.parent.iterdir() if p.suffix in {".json", ".safetensors"}) == []
 
 
