@@ -8,7 +8,9 @@ one (:func:`memedit.methods.trace.causal_trace`: corrupt the subject's
 embeddings, restore one state at the subject's last token) for the MLP
 outputs (a window of ``--window`` layers restored together) and the residual
 stream, and prints the mean indirect effect per layer, each fact normalised by
-its clean-minus-corrupted probability (:func:`average_layer_effects`). The
+its clean-minus-corrupted probability (:func:`average_layer_effects`), over
+the facts whose corruption removes at least ``--min-drop`` of the answer's
+probability (where it does not, the normalised effects are noise). The
 per-architecture table in ``memedit/models/arch.py`` records what this found.
 """
 from __future__ import annotations
@@ -29,7 +31,8 @@ log = logging.getLogger("trace_layers")
 
 
 def known_facts(model: Any, tok: Any, recs: list[dict[str, Any]], want: int) -> list[dict[str, Any]]:
-    """The first ``want`` records whose greedy continuation starts with the ground truth."""
+    """The first ``want`` records whose greedy continuation starts with the ground truth, where the subject
+    does not contain the answer ("Toyota Cresta" -> "Toyota" is read off the subject, not recalled)."""
     from memedit.methods.rome.measure import greedy_continuations
 
     out: list[dict[str, Any]] = []
@@ -37,7 +40,8 @@ def known_facts(model: Any, tok: Any, recs: list[dict[str, Any]], want: int) -> 
         chunk = recs[start:start + 16]
         gens = greedy_continuations(model, tok, [r["prompt"] for r in chunk], max_new_tokens=4)
         for r, g in zip(chunk, gens):
-            if g.strip().lower().startswith(r["ground_truth"].strip().lower()):
+            truth = r["ground_truth"].strip().lower()
+            if g.strip().lower().startswith(truth) and truth not in r["subject"].lower():
                 out.append(r)
                 if len(out) >= want:
                     return out
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--window", type=int, default=6)
     ap.add_argument("--kinds", default="mlp,hidden")
+    ap.add_argument("--min-drop", type=float, default=0.1,
+                    help="average only facts whose corruption lowers p(answer) by at least this much")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args(argv)
@@ -79,12 +85,22 @@ def main(argv: list[str] | None = None) -> int:
         results = [causal_trace(model, tok, r["prompt"], r["subject"], answer=r["ground_truth"], kind=kind,
                                 samples=args.samples, window=args.window, tokens="subject_last")
                    for r in tqdm(facts, desc=f"tracing {kind}")]
-        mean = average_layer_effects(results)
+        kept = [r for r in results if r.high - r.low >= args.min_drop]
+        if not kept:
+            log.warning("%s: no fact loses %.2f of its probability under corruption; raise --noise", kind,
+                        args.min_drop)
+            continue
+        mean = average_layer_effects(kept)
         best = int(max(range(len(mean)), key=mean.__getitem__))
         report["kinds"][kind] = {"mean_normalised_effect": [round(x, 4) for x in mean], "best_layer": best,
-                                 "per_fact_best": [r.best_layer() for r in results],
+                                 "facts_kept": len(kept),
+                                 "per_fact": [{"subject": r.subject, "high": round(r.high, 4), "low": round(r.low, 4),
+                                               "best_layer": r.best_layer()} for r in results],
                                  "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"{kind:6s} best layer {best}: " + " ".join(f"{x:.2f}" for x in mean))
+        print(f"{kind:6s} ({len(kept)}/{len(results)} facts) best layer {best}: "
+              + " ".join(f"{x:.2f}" for x in mean))
+        for r in results:
+            print(f"    {r.subject[:30]:30s} p clean {r.high:.3f} corrupted {r.low:.3f} best layer {r.best_layer()}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1))
     return 0
