@@ -130,6 +130,8 @@ def apply(
         W = W.T if arch.weight_transposed else W
         bias = getattr(module, "bias", None)
         v_star = values.init[0] + values.delta[0]
+        if arch.mlp_post_norm and hp.post_norm_rescale:  # only the direction reaches the residual (see RomeHParams)
+            v_star = v_star * (values.init[0].norm() / v_star.norm().clamp(min=1e-12))
         u, c = rank_one_update(W, keys[0], v_star, stats if hp.mom2_adjustment else None, bias=bias,
                                damping=hp.norm_constraint)
         delta = LowRankDelta.from_update(param_name, u, c, transposed=arch.weight_transposed)

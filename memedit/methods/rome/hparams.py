@@ -96,17 +96,28 @@ class RomeHParams(ValueHParams):
     CounterFact: 30 sequential edits raised held-out perplexity 2.2% instead
     of 3.6% (NS 66.7 = unedited instead of 63.3) and single edits scored the
     same; over 100 sequential edits it helps little (+18.7% instead of +20.1%).
+
+    ``post_norm_rescale`` matters only for families whose MLP output is
+    normalised before the residual add (Gemma's ``post_feedforward_layernorm``):
+    there the edited prompt's output depends only on the *direction* of the
+    target value, and the optimisation is free to inflate its length; an
+    inflated ``v* - W k*`` then dominates every other key's (normalised)
+    output and the edit spreads to unrelated subjects. With the flag (default)
+    ``v*`` is scaled back to the length of ``W k*``, which leaves the edited
+    prompt's normalised output exactly as optimised.
     """
 
     layer: int = 0
     mom2_adjustment: bool = True
     norm_constraint: float | None = 1.0
+    post_norm_rescale: bool = True
 
     @classmethod
     def for_model(cls, model: Any, **overrides: Any) -> "RomeHParams":
-        """Defaults for ``model``'s family, the edit layer from the architecture table."""
+        """Defaults for ``model``'s family: the edit layer (and any measured settings) from the architecture table."""
         arch = arch_for(model)
-        base = cls(layer=arch.default_layers(model.config)["rome"])
+        chosen = arch.default_layers(model.config)
+        base = cls(layer=chosen["rome"]).with_(**chosen.get("rome_hp", {}))  # measured per model, if any
         hp = base.with_(**overrides) if overrides else base
         hp.validate()
         return hp
