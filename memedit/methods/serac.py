@@ -92,7 +92,7 @@ class SERAC:
 
             ad = LoRAAdapter.load(adapter)  # files and metadata checked now; the weights when the model loads
             target = counterfactual if counterfactual is not None else ad.base_model
-            _check_adapter_target(ad, target)
+            ad.check_target(target)
             self.adapter = ad
             name = f"{target if isinstance(target, str) else 'model'}+serac-adapter"
 
@@ -168,16 +168,3 @@ def is_echo(answer: str, question: str, targets: Sequence[str] = ()) -> bool:
     if not a or any(a == _words(t) for t in targets):
         return False
     return any(q[i:i + len(a)] == a for i in range(len(q) - len(a) + 1))
-
-
-def _check_adapter_target(adapter: Any, target: Any) -> None:
-    """Refuse at once a counterfactual model the adapter cannot apply to (the weights are checked on loading)."""
-    if isinstance(target, str):
-        from ..models.registry import KNOWN_MODELS
-
-        if target != adapter.base_model and target in KNOWN_MODELS:
-            raise ValidationError(f"the SERAC adapter at {adapter.path} was trained on {adapter.base_model}, "
-                                  f"not {target}")
-    elif not (isinstance(target, tuple) and len(target) == 2):
-        raise ValidationError("a SERAC adapter needs a local counterfactual model: a model name or path, or a "
-                              f"(model, tokenizer) pair, got {type(target).__name__}")

@@ -263,6 +263,19 @@ class LoRAAdapter:
         return out
 
     # ---- applying -----------------------------------------------------------------
+    def check_target(self, target: Any) -> None:
+        """Refuse at once a counterfactual model this adapter cannot apply to: not a model name, path or
+        ``(model, tokenizer)`` pair, or another registered model (the weights are checked by :meth:`check_base`)."""
+        if isinstance(target, str):
+            from ..models.registry import KNOWN_MODELS
+
+            if target != self.base_model and target in KNOWN_MODELS:
+                raise ValidationError(f"the SERAC adapter at {self.path} was trained on {self.base_model}, "
+                                      f"not {target}")
+        elif not (isinstance(target, tuple) and len(target) == 2):
+            raise ValidationError("a SERAC adapter needs a local counterfactual model: a model name or path, or a "
+                                  f"(model, tokenizer) pair, got {type(target).__name__}")
+
     def check_base(self, model: Any, name: str | None = None) -> None:
         """Raise ValidationError unless ``model`` is the model this adapter was trained on (weights and shapes)."""
         import torch
@@ -314,18 +327,16 @@ def load_counterfactual(adapter: "str | Path | LoRAAdapter", counterfactual: Any
 
     ad = LoRAAdapter.load(adapter)
     target = counterfactual if counterfactual is not None else ad.base_model
+    ad.check_target(target)
     if isinstance(target, str):
         from ..models.registry import load_causal_lm
 
         model, tok = load_causal_lm(target, device="cpu", dtype="float32", reuse=False)
         name = target
-    elif isinstance(target, tuple) and len(target) == 2:
+    else:
         model, tok = copy.deepcopy(target[0]), target[1]
         model.float()
         name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
-    else:
-        raise ValidationError("a SERAC adapter needs a local counterfactual model: a model name or path, or a "
-                              f"(model, tokenizer) pair, got {type(target).__name__}")
     ad.merge_into(model, name)
     from ..models.registry import parse_dtype
 
