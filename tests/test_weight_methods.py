@@ -492,6 +492,21 @@ def test_rome_most_probable_early_stopping(models, tok, stats_cache):
         RomeHParams(layer=1, stop_rule="sometime").validate()
 
 
+def test_rome_presets(models):
+    """``single`` is the family default; ``sequential`` (what commits use) changes only its two settings."""
+    from memedit.methods.rome.hparams import ROME_PRESETS
+
+    model = models["llama"]
+    single = RomeHParams.for_model(model)
+    seq = RomeHParams.for_model(model, preset="sequential")
+    assert RomeHParams.for_model(model, preset="single") == single
+    assert (seq.stop_rule, seq.norm_constraint) == ("most_probable", 2.0) == tuple(ROME_PRESETS["sequential"].values())
+    assert seq.with_(stop_rule=single.stop_rule, norm_constraint=single.norm_constraint) == single
+    assert RomeHParams.for_model(model, preset="sequential", norm_constraint=0.5).norm_constraint == 0.5
+    with pytest.raises(ValidationError, match="unknown ROME preset"):
+        RomeHParams.for_model(model, preset="careful")
+
+
 def test_rome_bad_input_leaves_weights(models, tok, stats_cache):
     model = models["llama"]
     saved = state(model)
@@ -551,6 +566,64 @@ def test_batch_editors(models, tok, stats_cache, family, method):
     assert sum(a > b + 0.5 for a, b in zip(after, before)) >= 2, (before, after)
     if method == "emmet":  # the equality constraint holds at every layer
         assert max(x["fit_error"] for x in res.stats["layers"]) < 1e-3, res.stats["layers"]
+
+
+def test_nearest_point_a_post_norm_mlp_can_reach():
+    """MEMIT on post-norm families (Gemma): the normalised MLP output can only move over {g * n : |n|^2 = d}.
+
+    The mapping must find the reachable output nearest the wanted one, also where gains are ~0 (Gemma-3-270m's
+    post-MLP norms have gains from 0 to ~700; dividing by them, as the first version did, sent the
+    down-projection target along the near-zero gains and MEMIT wrote almost nothing useful).
+    """
+    from memedit.methods.memit import nearest_on_gain_ellipsoid
+
+    gen = torch.Generator().manual_seed(0)
+    d = 32
+    g = torch.rand(d, generator=gen, dtype=torch.float64) * 10
+    g[:3] = torch.tensor([0.0, 1e-4, 1e-2], dtype=torch.float64)
+    t = torch.randn(6, d, generator=gen, dtype=torch.float64) * 8
+    n = nearest_on_gain_ellipsoid(g, t)
+    assert torch.allclose((n ** 2).sum(-1), torch.full((6,), float(d), dtype=torch.float64), rtol=1e-6)
+    best = (g * n - t).norm(dim=-1)
+    rand = torch.randn(6, 4000, d, generator=gen, dtype=torch.float64)
+    rand = rand / rand.norm(dim=-1, keepdim=True) * d ** 0.5
+    assert (best[:, None] <= (g * rand - t[:, None]).norm(dim=-1) + 1e-9).all()  # no random point is nearer
+    naive = t / g.clamp(min=1e-6)
+    naive = naive / naive.norm(dim=-1, keepdim=True) * d ** 0.5
+    assert (best < (g * naive - t).norm(dim=-1)).all()
+    # with a reachable target the optimum is the target itself
+    n0 = rand[:, 0]
+    # (to 1e-5 of outputs ~10: the bisection stops within 1e-12 of the scale, seen at the 1e-4 gain)
+    assert torch.allclose(g * nearest_on_gain_ellipsoid(g, g * n0), g * n0, atol=1e-5)
+
+
+def test_through_post_norm_reaches_a_reachable_output(models, tok):
+    """On the tiny Gemma with random norm gains: asking for another reachable normalised output gets it exactly."""
+    from memedit.methods.memit import through_post_norm
+
+    model = models["gemma3_text"]
+    arch = arch_for(model)
+    norm = get_module(model, arch.path("mlp_post_norm", 1))
+    down = get_module(model, arch.path("mlp_down", 1))
+    saved = norm.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(saved.shape, generator=torch.Generator().manual_seed(1)) * 2)
+            K = torch.randn(3, down.weight.shape[1], generator=torch.Generator().manual_seed(2))
+            m = K @ down.weight.T
+            y = norm(m)
+            y_wanted = norm(torch.randn(m.shape, generator=torch.Generator().manual_seed(3)))
+            dm = through_post_norm(model, arch, 1, K, y_wanted - y)
+            assert torch.allclose(norm(m + dm), y_wanted, atol=1e-3 * float(y_wanted.abs().max()))
+            assert torch.allclose((m + dm).norm(dim=-1), m.norm(dim=-1), rtol=1e-4)  # keeps the output's length
+            # an unreachable change: what is written is no farther from it than any of 2,000 random outputs
+            R = torch.randn(y.shape, generator=torch.Generator().manual_seed(4)) * 3 * y.norm(dim=-1, keepdim=True)
+            got = (norm(m + through_post_norm(model, arch, 1, K, R)) - (y + R)).norm(dim=-1)
+            rand = norm(torch.randn(3, 2000, m.shape[-1], generator=torch.Generator().manual_seed(5)))
+            assert (got[:, None] <= (rand - (y + R)[:, None]).norm(dim=-1) * (1 + 1e-4)).all()
+    finally:
+        with torch.no_grad():
+            norm.weight.copy_(saved)
 
 
 def test_shared_targets_give_the_same_updates(models, tok, stats_cache):

@@ -122,10 +122,11 @@ def memit_solve(K: torch.Tensor, R: torch.Tensor, stats: Any, hp: MemitHParams) 
 def through_post_norm(model: Any, arch: ArchSpec, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """Map a wanted change ``R`` of the *normalised* MLP output to a change of the down projection's output.
 
-    With ``y = g * m / rms(m)`` (RMSNorm after the MLP), ``y`` can only move on
-    a sphere; the closest reachable output to ``y + R`` is along the
-    direction ``(y + R) / g``, scaled to keep ``|m|`` (what the layer is used
-    to). Returns ``m_new - m`` for each row of ``K``.
+    With ``y = g * m / rms(m)`` (RMSNorm after the MLP, gain ``g``), ``y`` can
+    only move over ``{g * n : |n|^2 = d}``; the reachable output closest to
+    ``y + R`` is found exactly (:func:`nearest_on_gain_ellipsoid`), and ``m``
+    is moved to that direction at its own length (what the layer is used to).
+    Returns ``m_new - m`` for each row of ``K``.
     """
     module = get_module(model, arch.path("mlp_down", layer))
     norm = get_module(model, arch.path("mlp_post_norm", layer))
@@ -138,10 +139,51 @@ def through_post_norm(model: Any, arch: ArchSpec, layer: int, K: torch.Tensor, R
         y = norm(m.to(W.dtype)).float()
         hidden = m.shape[-1]
         g = norm(torch.ones(1, hidden, device=m.device, dtype=module.weight.dtype)).float()[0]
-    safe = g.abs() > 1e-6
-    u = torch.where(safe, (y + R.float()) / torch.where(safe, g, torch.ones_like(g)), m)
-    scale = m.norm(dim=-1, keepdim=True) / u.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    return u * scale - m
+    n = nearest_on_gain_ellipsoid(g, y + R.float())
+    m_new = n * (m.norm(dim=-1, keepdim=True) / hidden ** 0.5)
+    return (m_new - m.double()).float()
+
+
+def nearest_on_gain_ellipsoid(g: torch.Tensor, t: torch.Tensor, iters: int = 200) -> torch.Tensor:
+    """Per row of ``t``: ``n`` minimising ``|g * n - t|`` subject to ``|n|^2 = d`` (unit RMS), float64.
+
+    The Lagrange condition gives ``n_j = g_j t_j / (g_j^2 + mu)`` with the one
+    ``mu > -min g^2`` at which ``|n|^2 = d`` (``|n(mu)|`` falls monotonically
+    there; found by bisection on ``log(mu + min g^2)``). Dividing by ``g``
+    instead (the naive inverse) blows up wherever a gain is near zero, which
+    Gemma's post-MLP norms have.
+
+    >>> import torch
+    >>> g = torch.tensor([0.0, 0.5, 2.0, 3.0]); n0 = torch.tensor([[1.0, -1.0, 1.0, 1.0]])  # |n0|^2 = d = 4
+    >>> n = nearest_on_gain_ellipsoid(g, g * n0)          # a reachable target is hit exactly
+    >>> torch.allclose((g * n).double(), (g * n0).double(), atol=1e-6), round(float(n.norm() ** 2), 6)
+    (True, 4.0)
+    """
+    g64, t64 = g.double(), t.double()
+    d = t64.shape[-1]
+    g2 = g64 ** 2
+    shifted = g2 - g2.min()  # g^2 + mu = shifted + s with s = mu + min g^2 > 0
+    gt = g64 * t64  # (rows, d)
+    scale = gt.norm(dim=-1).clamp(min=1e-300)
+    # s in (0, s_hi]; |n(s_hi)|^2 <= |gt|^2 / s_hi^2 = d
+    log_lo = torch.log(scale * 1e-12)
+    log_hi = torch.log(scale / d ** 0.5)
+
+    def sq_norm(s: torch.Tensor) -> torch.Tensor:
+        return ((gt / (shifted + s[:, None])) ** 2).sum(-1)
+
+    for _ in range(iters):
+        mid = (log_lo + log_hi) / 2
+        too_long = sq_norm(mid.exp()) > d
+        log_lo = torch.where(too_long, mid, log_lo)
+        log_hi = torch.where(too_long, log_hi, mid)
+    s = log_hi.exp()
+    n = gt / (shifted + s[:, None])
+    # hard case: even at the smallest mu the norm falls short (t has no component where g is smallest);
+    # the free length goes along the smallest gain, which moves g * n least
+    short = (d - (n ** 2).sum(-1)).clamp(min=0)
+    n[:, int(torch.argmin(g2))] += short.sqrt()
+    return n
 
 
 def batch_edit(
