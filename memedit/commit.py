@@ -75,7 +75,10 @@ def _run_method(method: str, model: Any, tok: Any, edits: Sequence[Edit], hparam
     """The editors are imported on use: committing is rare, and they pull in more code."""
     if method == "rome":
         from .methods import rome
+        from .methods.rome import RomeHParams
 
+        # commits accumulate on the same weights: the sequential preset keeps perplexity from drifting
+        hparams = hparams or RomeHParams.for_model(model, preset="sequential")
         return rome.apply(model, tok, edits[0], hparams, stats=stats)
     if method == "memit":
         from .methods import memit

@@ -50,6 +50,9 @@ def test_every_scenario_runs_and_restores_the_weights(tmp_path):
             assert "perplexity_change_pct" in r
     # MEMIT's target values serve EMMET too (equal value hyperparameters)
     assert report["scenarios"]["emmet"]["values_shared"] and not report["scenarios"]["memit"]["values_shared"]
+    # the sequential scenario writes with the settings a ROME commit uses (the caller's overrides on top)
+    seq = report["scenarios"]["rome-sequential"]["hparams"]
+    assert (seq["stop_rule"], seq["norm_constraint"], seq["layer"], seq["lr"]) == ("most_probable", 2.0, 1, 0.5)
     # ROME alone on each record must make its edit win (the tiny model can learn two facts)
     assert report["scenarios"]["rome"]["scores"]["efficacy"] == 100.0
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "weights must come back exactly"

@@ -18,7 +18,8 @@ Scores per record (probability-based: mean log-probability per target token):
 * **perplexity**: on held-out prose (the gates' text) before and after.
 
 Scenarios: ``rome`` (each record applied alone, scored, reverted bit-identically),
-``rome-sequential`` (all records applied one after another, scored at the end),
+``rome-sequential`` (all records applied one after another, scored at the end, with the
+``sequential`` preset a ROME commit uses: :data:`memedit.methods.rome.hparams.ROME_PRESETS`),
 ``memit`` / ``emmet`` (all records in one batch). The model leaves every
 scenario with its original weights.
 """
@@ -28,6 +29,7 @@ import json
 import logging
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -130,6 +132,8 @@ def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], 
     if not recs:
         raise ValidationError("no records to evaluate")
     rome_hp = RomeHParams.for_model(model, stats_tokens=stats_tokens, **(rome_hparams or {}))
+    # many edits into the same weights: the settings a ROME commit uses (overrides still apply on top)
+    rome_seq_hp = RomeHParams.for_model(model, preset="sequential", stats_tokens=stats_tokens, **(rome_hparams or {}))
     batch_over = dict(batch_hparams or {})
     memit_hp = MemitHParams.for_model(model, stats_tokens=stats_tokens,
                                       **{k: v for k, v in batch_over.items() if k != "emmet_lambda"})
@@ -174,11 +178,11 @@ def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], 
         if "rome-sequential" in scenarios:
             secs = []
             for rec in tqdm(recs, desc="ROME, sequential", disable=not progress):
-                res = rome.apply(model, tok, rec, rome_hp, stats=stats[rome_hp.layer])
+                res = rome.apply(model, tok, rec, rome_seq_hp, stats=stats[rome_seq_hp.layer])
                 secs.append(res.stats["seconds"]["total"])
                 apply_deltas(model, res.deltas)
             finish("rome-sequential", score_records(model, tok, recs, generate=generate),
-                   {"median_seconds_per_edit": round(statistics.median(secs), 3)})
+                   {"median_seconds_per_edit": round(statistics.median(secs), 3), "hparams": asdict(rome_seq_hp)})
         # MEMIT and EMMET differ only in the closed form: with equal value hyperparameters their target values
         # (most of a batch's time) are computed once; each scenario's batch_seconds still includes them
         shared = None
