@@ -95,7 +95,8 @@ class RomeHParams(ValueHParams):
     damping); see :mod:`.update`. The default 1.0 was chosen on SmolLM2 and
     CounterFact: 30 sequential edits raised held-out perplexity 2.2% instead
     of 3.6% (NS 66.7 = unedited instead of 63.3) and single edits scored the
-    same; over 100 sequential edits it helps little (+18.7% instead of +20.1%).
+    same; over 100 sequential edits it helps little (+18.7% instead of +20.1%):
+    the ``sequential`` preset (:data:`ROME_PRESETS`) is what keeps long series in check.
 
     ``post_norm_rescale`` matters only for families whose MLP output is
     normalised before the residual add (Gemma's ``post_feedforward_layernorm``):
