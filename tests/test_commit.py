@@ -158,3 +158,23 @@ def test_damaged_delta_file_is_a_clear_error(setup, tok, stats):
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="damaged"):
         ledger.sync(force=True)
+
+
+def test_rome_commits_use_the_sequential_preset_and_the_ledger_says_so(setup, tok, stats, tmp_path):
+    """Commits pile up on one set of weights: without explicit hparams a ROME commit is made with the
+    ``sequential`` preset, and its ledger row records the settings used (an explicit choice is kept)."""
+    from dataclasses import asdict
+
+    from memedit.commit import _run_method
+
+    store, model, (a, _) = setup
+    layer = RomeHParams.for_model(model).layer  # the tiny Llama's table layer
+    saved = _params(model)
+    res = _run_method("rome", model, tok, [a], None, tiny_stats(model, tok, [layer], tmp_path)[layer])
+    assert _equal(model, saved)
+    assert res.stats["hparams"] == asdict(RomeHParams.for_model(model, preset="sequential"))
+    assert (res.stats["hparams"]["stop_rule"], res.stats["hparams"]["norm_constraint"]) == ("most_probable", 2.0)
+    ledger = CommitLedger(store, model, tok, model_name="tiny-llama", gates=TINY_GATES)
+    assert ledger.commit([a], method="rome", hparams=ROME, stats=stats[1]).ok
+    row = ledger.commits()[-1]
+    assert row["stats"]["hparams"]["stop_rule"] == ROME.stop_rule == "prob" and row["stats"]["hparams"]["layer"] == 1

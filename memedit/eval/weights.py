@@ -29,7 +29,6 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -182,7 +181,7 @@ def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], 
                 secs.append(res.stats["seconds"]["total"])
                 apply_deltas(model, res.deltas)
             finish("rome-sequential", score_records(model, tok, recs, generate=generate),
-                   {"median_seconds_per_edit": round(statistics.median(secs), 3), "hparams": asdict(rome_seq_hp)})
+                   {"median_seconds_per_edit": round(statistics.median(secs), 3), "hparams": res.stats["hparams"]})
         # MEMIT and EMMET differ only in the closed form: with equal value hyperparameters their target values
         # (most of a batch's time) are computed once; each scenario's batch_seconds still includes them
         shared = None

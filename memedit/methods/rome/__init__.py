@@ -23,6 +23,7 @@ bit-identical; applying the delta is the caller's business.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 
@@ -162,6 +163,7 @@ def apply(
         "contexts": list(contexts),
         "request": {"subject": req.subject, "template": req.template, "target_new": req.target_new,
                     "target_true": req.target_true},
+        "hparams": asdict(hp),  # the commit ledger keeps how each edit was made
     }
     if before is not None and after is not None:
         info["logprob_new_before"] = before["new"][0]
