@@ -24,7 +24,6 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -44,17 +43,41 @@ PLACEHOLDER = "X"
 
 @dataclass(frozen=True)
 class Relation:
-    """One Wikidata relation with the ways English says it."""
+    """One Wikidata relation with the ways English says it.
+
+    ``questions`` and ``clozes`` hold every question form and every statement
+    (cloze) form, each with one ``{}`` for the subject; a cloze ends where the
+    object would follow ("{} is a national of"). The first of each is the
+    relation's main form (:attr:`question`, :attr:`cloze`): the sub-question
+    put to the store and the model, and the cloze the model completes after
+    the few-shot ``examples``. All forms are matched against edit prompts.
+    """
 
     id: str
     label: str
     type: str
     phrases: tuple[str, ...]
-    question: str
-    cloze: str
+    questions: tuple[str, ...]
+    clozes: tuple[str, ...]
     examples: tuple[tuple[str, str], ...]
     #: its words also occur inside other relations' phrasings ("located", "country"): needs a closer match
     generic: bool = False
+    #: what the relation means, in the catalogue's own words (documentation; not matched)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.questions or not self.clozes:
+            raise ValueError(f"relation {self.id}: needs at least one question form and one cloze form")
+
+    @property
+    def question(self) -> str:
+        """The main question form."""
+        return self.questions[0]
+
+    @property
+    def cloze(self) -> str:
+        """The main cloze form (the one the model completes)."""
+        return self.clozes[0]
 
     def question_for(self, subject: str) -> str:
         return self.question.format(subject)
@@ -80,6 +103,8 @@ class Catalogue:
         self._embedder = embedder
         self._phrase_vecs: np.ndarray | None = None
         self._phrase_rel: np.ndarray | None = None
+        self._form_vecs: np.ndarray | None = None
+        self._form_rel: np.ndarray | None = None
         self._template_cache: dict[str, tuple[Relation, float]] = {}
         self._lock = threading.Lock()
 
@@ -157,8 +182,10 @@ class Catalogue:
         filled = key.replace("{}", PLACEHOLDER)
         vec = self.embedder.encode([filled])
         s = self.scores(vec)[0]
-        forms = self._form_vectors()
-        s = np.maximum(s, (forms @ vec[0]).reshape(len(self.relations), 2).max(axis=1))
+        forms, owner = self._form_vectors()
+        sims = forms @ vec[0]
+        for j in range(len(self.relations)):
+            s[j] = max(s[j], float(sims[owner == j].max()))
         j = int(s.argmax())
         out = (self.relations[j], float(s[j]))
         with self._lock:
@@ -167,26 +194,42 @@ class Catalogue:
             self._template_cache[key] = out
         return out
 
-    @lru_cache(maxsize=1)  # noqa: B019 - one catalogue per process in practice
-    def _form_vectors(self) -> np.ndarray:
-        texts = []
-        for r in self.relations:
-            texts += [r.cloze_for(PLACEHOLDER), r.question_for(PLACEHOLDER)]
-        return self.embedder.encode(texts)
+    def _form_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of every relation's question and cloze forms (subject ``X``), and each one's relation index."""
+        if self._form_vecs is None:
+            with self._lock:
+                if self._form_vecs is None:
+                    texts, owner = [], []
+                    for i, r in enumerate(self.relations):
+                        for form in (*r.clozes, *r.questions):
+                            texts.append(form.format(PLACEHOLDER))
+                            owner.append(i)
+                    self._form_rel = np.asarray(owner, dtype=np.int64)
+                    self._form_vecs = self.embedder.encode(texts)
+        return self._form_vecs, self._form_rel  # type: ignore[return-value]
+
+
+def _forms(row: dict, plural: str, singular: str) -> tuple[str, ...]:
+    """A row's forms: the list under ``plural``, or (the first catalogue version) one string under ``singular``."""
+    forms = row[plural] if plural in row else [row[singular]]
+    if isinstance(forms, str) or not forms:
+        raise ValueError(f"relation {row['id']}: {plural} must be a non-empty list of strings")
+    for form in forms:
+        if not isinstance(form, str) or form.count("{}") != 1:
+            raise ValueError(f"relation {row['id']}: {singular} form {form!r} needs exactly one {{}}")
+    return tuple(forms)
 
 
 def _read(path: Path) -> list[Relation]:
+    """The relations of a catalogue file (``questions``/``clozes`` lists, or single ``question``/``cloze``)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         out = []
         for row in doc["relations"]:
-            for key in ("question", "cloze"):
-                if row[key].count("{}") != 1:
-                    raise ValueError(f"relation {row['id']}: {key} needs exactly one {{}}")
             out.append(Relation(id=row["id"], label=row["label"], type=row["type"], phrases=tuple(row["phrases"]),
-                                question=row["question"], cloze=row["cloze"],
+                                questions=_forms(row, "questions", "question"), clozes=_forms(row, "clozes", "cloze"),
                                 examples=tuple((s, o) for s, o in row["examples"]),
-                                generic=bool(row.get("generic", False))))
+                                generic=bool(row.get("generic", False)), description=str(row.get("description", ""))))
         return out
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValidationError(f"{path} is not a valid relation catalogue: {exc}") from exc
