@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 from ..errors import ValidationError
 from .datasets import EvalCase, Probe
 from .metrics import EvalReport, ProbeResult
+from .scoring import answer_matches
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..editor import Editor
@@ -33,8 +34,8 @@ MODES = ("single", "batch")
 
 
 def contains(answer: str, expected: Sequence[str]) -> bool:
-    a = answer.casefold()
-    return any(e.casefold() in a for e in expected if e)
+    """The answer gives one of the expected strings, on word boundaries (strict: :mod:`memedit.eval.scoring`)."""
+    return answer_matches(answer, expected)
 
 
 def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str, own_id: int,
