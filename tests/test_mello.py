@@ -58,8 +58,10 @@ def test_catalogue_is_well_formed(catalogue: Catalogue) -> None:
     assert len(catalogue) >= 40
     for r in catalogue.relations:
         assert r.id.startswith("P") and r.phrases and r.examples, r.id
-        assert r.question.count("{}") == 1 and r.cloze.count("{}") == 1
-    assert catalogue["P36"].cloze_for("France") == "The capital of France is"
+        assert r.question == r.questions[0] and r.cloze == r.clozes[0], r.id
+        assert all(f.count("{}") == 1 for f in (*r.questions, *r.clozes)), r.id
+    assert catalogue["P36"].cloze_for("France") == "France's capital city is"
+    assert catalogue["P36"].question_for("France") == "Which city is France's capital?"
     with pytest.raises(ValidationError):
         catalogue["P999999"]
 
@@ -146,8 +148,8 @@ def test_edits_answer_hops_and_the_model_answers_the_rest(store: EditStore) -> N
     mello = MeLLo(store, _chat("Samia Suluhu"))  # the model is asked only the uncovered hop
     a = mello.answer("Who is the head of state of the country that Angela Merkel is a citizen of?")
     hops = [s for s in a.trace if s["step"] == "hop"]
-    assert [h["subquestion"] for h in hops] == ["What is the country of citizenship of Angela Merkel?",
-                                                "Who is the head of state of Kenya?"]
+    assert [h["subquestion"] for h in hops] == ["Which country is Angela Merkel a national of?",
+                                                "Who is Kenya's head of state?"]
     assert hops[0]["source"] == "edit" and hops[0]["edit_id"] == e1.id and hops[0]["answer"] == "Kenya"
     assert hops[1]["source"] == "model" and hops[1]["tentative_answer"] == "Samia Suluhu"
     assert a.text == "Samia Suluhu" and [u.edit.id for u in a.used] == [e1.id]
@@ -328,7 +330,7 @@ def test_ask_trace_on_the_command_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["ask", q, "--store", str(db), "--trace"])
     assert r.exit_code == 0, r.output
     assert "route: mello" in r.stdout
-    assert "hop 1: What is the country of citizenship of Angela Merkel?" in r.stdout
+    assert "hop 1: Which country is Angela Merkel a national of?" in r.stdout
     assert f"edit #{e.id} answers it -> Kenya" in r.stdout
     r = CliRunner().invoke(app, ["ask", q, "--store", str(db), "--json"])
     data = json.loads(r.stdout)

@@ -3,20 +3,32 @@
 >>> from memedit.methods.relations import Catalogue
 >>> cat = Catalogue.load()
 >>> cat["P36"].question_for("France")
-'What is the capital of France?'
+"Which city is France's capital?"
+>>> cat["P27"].clozes[:2]
+('{} is a national of', '{} holds citizenship of')
 >>> cat.relation_of_template("{} is a citizen of")[0].id      # doctest: +SKIP
 'P27'
 
-The catalogue (``memedit/resources/relations.json``) was written by hand from
-Wikidata's property labels and aliases and common English phrasings of them;
-each relation has an id (``P27``), a label, the kind of object it points to
-(``country``), relation phrases (``"citizen of"``, ``"nationality"``), a
-question form and a cloze form with ``{}`` for the subject, and two or three
-well-known real facts used as few-shot examples for single-hop answers.
-Nothing in it comes from an evaluation set's questions.
+The catalogue (``memedit/resources/relations.json``, version 2) was written
+by hand from each Wikidata property's label and meaning, in our own English.
+Each relation has an id (``P27``), a label, a one-line description, the kind
+of object it points to (``country``), relation phrases (``"citizenship"``,
+``"national of"``), several question forms and several statement (cloze)
+forms with ``{}`` for the subject (the first of each is the main form), and
+three well-known real facts used as few-shot examples for single-hop answers.
+
+MQuAKE's template files (``question-templates.json``, ``cloze-templates.json``)
+were used to choose which relations to cover and are used afterwards only to
+check the catalogue: ``tests/test_relations_catalogue.py`` fails when a
+phrasing equals or nearly copies one of them (or a few-shot example is one of
+``rel-prompts.json``'s), and ``benchmarks/relation_coverage.py`` measures how
+many of their templates the matcher reads as the right relation. The first
+version of this file did copy most of MQuAKE's templates; version 2 replaced
+every phrasing and example.
 
 Matching uses the packaged MiniLM sentence embedder: a text's score for a
-relation is its best cosine similarity with any of the relation's phrases.
+relation is its best cosine similarity with the relation's label and phrases;
+an edit prompt is also compared with every question and cloze form.
 """
 from __future__ import annotations
 
