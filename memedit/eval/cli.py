@@ -110,7 +110,9 @@ def run(
                                                 "trained adapter (a directory or 'packaged'; default: the packaged one "
                                                 "with --policy serac; 'none': prompted); implies --heldout-of it."),
     heldout_of: Optional[str] = typer.Option(None, "--heldout-of", help="Drop every case this SERAC adapter "
-                                             "(directory or 'packaged') trained on, before sampling."),
+                                             "(directory or 'packaged') trained on (by content), before sampling."),
+    side: str = typer.Option("report", "--side", help="report | tune | all: which side of the project's tune / "
+                             "report split (memedit.eval.splits, by subject) to sample from; report by default."),
 ) -> None:
     """Evaluate reliability, generalization, locality, portability and scope decisions."""
     from rich.console import Console
@@ -128,8 +130,15 @@ def run(
             threads = 1
         if threads:
             torch.set_num_threads(threads)
+        from .splits import check_side, default_split
+
+        check_side(side)
         loaded = load_cases(data, format)
-        candidates, dropped = loaded.cases, None
+        split = default_split()
+        candidates = split.select(loaded.cases, [split.side_of_subject(c.edit.subject or "") for c in loaded.cases],
+                                  side)
+        dropped = None
+        console.print(f"split {split.sha256[:12]}: {len(candidates)} of {len(loaded.cases)} cases on the {side} side")
         if serac_adapter is None and policy == "serac":  # SERAC's default: the packaged adapter, when it ships
             from ..methods.serac_adapter import packaged_adapter_available
 
@@ -141,9 +150,10 @@ def run(
         if heldout_of is not None:
             from ..methods.serac_adapter import exclude_training_cases
 
-            candidates, dropped = exclude_training_cases(loaded.cases, heldout_of)
-            console.print(f"--heldout-of {heldout_of}: dropped {dropped} of {len(loaded.cases)} cases (the adapter's "
-                          f"training side); {len(candidates)} held-out cases left")
+            before = len(candidates)
+            candidates, dropped = exclude_training_cases(candidates, heldout_of)
+            console.print(f"--heldout-of {heldout_of}: dropped {dropped} of {before} cases (the adapter trained on "
+                          f"them); {len(candidates)} left")
         cases = sample(candidates, limit or None, seed)
         console.print(f"{loaded.total} records in {data}; {loaded.skipped} skipped (subject not in prompt, or target_new = old answer); "
                       f"evaluating {len(cases)} (seed {seed})"
@@ -162,7 +172,7 @@ def run(
                   "policy": policy, "classifier": str(classifier) if classifier else "packaged",
                   "max_new_tokens": max_new_tokens, "records": loaded.total, "skipped": loaded.skipped,
                   "serac_adapter": "none" if prompt_only else serac_adapter, "heldout_of": heldout_of,
-                  "dropped_training_cases": dropped}
+                  "dropped_training_cases": dropped, "side": side, "split_sha256": split.sha256}
         reports: dict[str, dict[str, Any]] = {}
         base = None
         for m in modes:
@@ -182,7 +192,7 @@ def run(
                            time_budget_s=None if time_budget is None else time_budget * 60 / len(modes))
             rd = rep.to_dict()
             reports[m] = rd
-            console.print(render_table(rd, f"{format} · {m} · {model} · {policy} · n={rep.cases}/{len(cases)} "
+            console.print(render_table(rd, f"{format} · {side} side · {m} · {model} · {policy} · n={rep.cases}/{len(cases)} "
                                            f"({rd['seconds']:.0f} s)"))
     except MemeditError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -48,11 +48,13 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..edits import Edit
 from ..errors import MemeditError, ValidationError
-from ..methods.multihop import fold
+from .scoring import names_match
 
 log = logging.getLogger(__name__)
 
-METHODS = ("mello", "base", "ike", "rome", "memit")  # rome, memit: memedit.eval.mquake_weights
+# "editor": the questions asked through Editor.ask on the case's store (scope gate, router: what users get);
+# "mello": MeLLo called directly (the method-level score); rome, memit: memedit.eval.mquake_weights
+METHODS = ("mello", "editor", "base", "ike", "rome", "memit")
 MODES = ("single", "batch")
 SUBSETS = ("all", "known", "known_new", "known_needed")
 
@@ -127,15 +129,8 @@ def load_mquake(path: str | Path) -> list[MQuAKECase]:
 
 
 def hit(answer: str, expected: Sequence[str]) -> bool:
-    """The answer names one of the expected strings (case-insensitive containment, either way for short answers)."""
-    a = fold(answer)
-    if not a:
-        return False
-    for e in expected:
-        f = fold(e)
-        if f and (f in a or (len(a) >= 4 and a == f)):
-            return True
-    return False
+    """The answer names ``expected[0]`` or an acceptable alias among the rest (strict: :mod:`memedit.eval.scoring`)."""
+    return names_match(answer, expected)
 
 
 @dataclass
@@ -154,6 +149,7 @@ class CaseResult:
     chain_right: list[bool] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     traces: list[list[dict[str, Any]]] = field(default_factory=list)
+    routes: dict[str, list[str]] = field(default_factory=dict)   # editor: the route each question took
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -190,7 +186,7 @@ class MQuAKEEvaluator:
 
     def __init__(self, backend: Any, *, methods: Sequence[str] = METHODS, max_new_tokens: int = 16,
                  keep_traces: bool = False, mello_kwargs: dict[str, Any] | None = None,
-                 weight_options: dict[str, Any] | None = None):
+                 weight_options: dict[str, Any] | None = None, editor_policy: str = "auto"):
         from ..models.backends import as_backend
 
         bad = [m for m in methods if m not in METHODS]
@@ -205,6 +201,7 @@ class MQuAKEEvaluator:
         self._ike = None
         self._weights: dict[str, Any] = {}  # method -> WeightBaseline, built on first use (loads statistics)
         self.weight_options = dict(weight_options or {})  # keywords for WeightBaseline
+        self.editor_policy = editor_policy  # the Editor's routing policy for the "editor" method
 
     def _weight_baseline(self, method: str) -> Any:
         if method not in self._weights:
@@ -263,6 +260,15 @@ class MQuAKEEvaluator:
                 r.multi_hop[m] = any(hit(a, case.new_answers) for a in answers)
                 r.answers[m] = answers
                 r.edit_wise[m] = [hit(a, acc) for a, (_, acc) in zip(ew_answers, case.edit_questions)]
+                r.seconds[m] = round(time.perf_counter() - t0, 2)
+                continue
+            if m == "editor":  # what a user of Editor.ask gets: scope classifier, router, then the chosen method
+                asked = [self._editor.ask(q, namespace) for q in case.questions]
+                answers = [a.text for a in asked]
+                r.routes[m] = [a.route for a in asked]
+                r.multi_hop[m] = any(hit(a, case.new_answers) for a in answers)
+                r.answers[m] = answers
+                r.edit_wise[m] = [hit(self._editor.ask(q, namespace).text, acc) for q, acc in case.edit_questions]
                 r.seconds[m] = round(time.perf_counter() - t0, 2)
                 continue
             if m != "mello":  # the three questions in one batch (faster than three calls on a local model)
@@ -333,7 +339,7 @@ class MQuAKEEvaluator:
             tmp = tempfile.TemporaryDirectory(prefix="memedit-mquake-")
             store_path = Path(tmp.name) / "mquake.db"
         store = EditStore(store_path)
-        methods = self.methods if mode == "single" else tuple(m for m in self.methods if m == "mello")
+        methods = self.methods if mode == "single" else tuple(m for m in self.methods if m in ("mello", "editor"))
         results: list[CaseResult] = []
         t_start = time.perf_counter()
         superseded = 0
@@ -343,6 +349,10 @@ class MQuAKEEvaluator:
             ev = MQuAKEEvaluator.__new__(MQuAKEEvaluator)
             ev.__dict__.update(self.__dict__)
             ev.methods = methods
+            if "editor" in methods:
+                from ..editor import Editor
+
+                ev._editor = Editor(model=self.backend, store=store, policy=self.editor_policy)
             if mode == "batch":
                 ns = "mquake-batch"
                 store.create_namespace(ns)
@@ -441,8 +451,11 @@ def build_command() -> Callable[..., None]:
         limit: Optional[int] = typer.Option(20, "--limit", help="Random subsample size (all: 0)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the subsample."),
         model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model (registered name or path)."),
-        methods: str = typer.Option("mello,base,ike", "--methods",
-                                    help="Comma-separated: mello, base, ike, rome, memit (weight baselines, single mode)."),
+        methods: str = typer.Option("mello,editor,base,ike", "--methods",
+                                    help="Comma-separated: mello (called directly), editor (through Editor.ask: what "
+                                    "users get), base, ike, rome, memit (weight baselines, single mode)."),
+        side: str = typer.Option("report", "--side", help="report | tune | all: which side of the project's "
+                                 "tune / report split to evaluate (memedit.eval.splits; report by default)."),
         mode: str = typer.Option("single", "--mode", help="single | batch | both"),
         subset: str = typer.Option("all", "--subset", help="all | known | known_new | known_needed: only the "
                                    "cases the unedited model's single-hop answers put in that subset."),
@@ -469,15 +482,22 @@ def build_command() -> Callable[..., None]:
                 torch.set_num_threads(1)
             elif threads:
                 torch.set_num_threads(threads)
+            from .splits import check_side, default_split, read_jsonl_records
+
+            check_side(side)
             cases = load_mquake(data)
             total = len(cases)
-            if limit and limit < total:
-                idx = sorted(random.Random(seed).sample(range(total), limit))
+            sides = default_split().mquake_sides(read_jsonl_records(data))
+            cases = default_split().select(cases, sides, side)
+            if limit and limit < len(cases):
+                idx = sorted(random.Random(seed).sample(range(len(cases)), limit))
                 cases = [cases[i] for i in idx]
             ms = [m.strip() for m in methods.split(",") if m.strip()]
             modes = ["single", "batch"] if mode == "both" else [mode]
             ev = MQuAKEEvaluator(LocalLM.from_name(model), methods=ms, keep_traces=traces)
-            console.print(f"{total} MQuAKE cases in {data}; evaluating {len(cases)} (seed {seed}) with {model}")
+            on_side = sum(1 for x in sides if side == "all" or x == side)
+            console.print(f"{total} MQuAKE cases in {data}; {on_side} on the {side} side of the split "
+                          f"{default_split().sha256[:12]}; evaluating {len(cases)} (seed {seed}) with {model}")
             reports = {}
             for md in modes:
                 sink = None
@@ -488,7 +508,8 @@ def build_command() -> Callable[..., None]:
                                                     fh.flush())
                 rep = ev.evaluate(cases, mode=md, progress=True, on_result=sink, subset=subset,
                                   time_budget_s=None if time_budget is None else time_budget * 60)
-                rep["config"] = {"data": str(data), "limit": len(cases), "seed": seed, "model": model, "records": total}
+                rep["config"] = {"data": str(data), "limit": len(cases), "seed": seed, "model": model, "records": total,
+                                 "side": side, "split": default_split().record()}
                 reports[md] = rep
                 console.print(render_table(rep, f"MQuAKE · {md} · {model} · n={rep['cases']}/{len(cases)} "
                                                 f"({rep['seconds']:.0f} s)"))

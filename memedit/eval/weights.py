@@ -33,24 +33,40 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ValidationError
+from .scoring import answer_matches
 
 log = logging.getLogger(__name__)
 SCENARIOS = ("rome", "rome-sequential", "memit", "emmet")
 SCORE_KEYS = ("efficacy", "paraphrase", "neighborhood", "gen_efficacy", "gen_paraphrase")
 
 
-def load_counterfact(path: str | Path, n: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+def load_counterfact(path: str | Path, n: int | None = None, offset: int = 0,
+                     side: str = "all") -> list[dict[str, Any]]:
     """CounterFact records (``prompt`` with ``{}`` or the subject, ``subject``, ``target_new``,
-    ``ground_truth``, ``rephrase_prompt``, ``locality_prompt``), skipping ones whose subject is not in the prompt."""
+    ``ground_truth``, ``rephrase_prompt``, ``locality_prompt``), skipping ones whose subject is not in the prompt.
+
+    ``side``: only the records on that side of the project's tune / report split
+    (:mod:`memedit.eval.splits`); ``offset`` and ``n`` count records on that side.
+    """
+    from .splits import check_side, default_split
+
+    check_side(side)
+    split = default_split()
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"no such data file: {path}")
     recs: list[dict[str, Any]] = []
+    seen = 0
     with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh):
-            if i < offset or not line.strip():
+            if not line.strip():
                 continue
             rec = json.loads(line)
+            if side != "all" and split.side_of_subject(str(rec.get("subject", ""))) != side:
+                continue
+            seen += 1
+            if seen <= offset:
+                continue
             missing = [k for k in ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt",
                                    "locality_prompt") if not rec.get(k)]
             if missing:
@@ -82,9 +98,9 @@ def score_records(model: Any, tok: Any, recs: Sequence[dict[str, Any]], generate
         row = {"case_id": r.get("case_id"), "efficacy": e_new > e_true, "paraphrase": p_new > p_true,
                "neighborhood": n_true > n_new, "lp_new": e_new, "lp_true": e_true}
         if gens is not None:
-            want = r["target_new"].strip().lower()
-            row["gen_efficacy"] = gens[2 * i].strip().lower().startswith(want)
-            row["gen_paraphrase"] = gens[2 * i + 1].strip().lower().startswith(want)
+            want = [r["target_new"]]  # the continuation must begin with the new object, on a word boundary
+            row["gen_efficacy"] = answer_matches(gens[2 * i], want, anchored=True)
+            row["gen_paraphrase"] = answer_matches(gens[2 * i + 1], want, anchored=True)
             row["generation"] = gens[2 * i]
         out.append(row)
     return out

@@ -40,7 +40,9 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
 def weights_command(
     data: Annotated[Path, typer.Option("--data", help="CounterFact-format JSONL.")] = DEFAULT_DATA,
     n: Annotated[int, typer.Option("--n", help="Records to edit (the batch size of MEMIT/EMMET).")] = 100,
-    offset: Annotated[int, typer.Option("--offset", help="Skip this many records first.")] = 0,
+    offset: Annotated[int, typer.Option("--offset", help="Skip this many records (of the chosen side) first.")] = 0,
+    side: Annotated[str, typer.Option("--side", help="report | tune | all: side of the project's tune / report split "
+                                      "(memedit.eval.splits); report by default.")] = "report",
     scenarios: Annotated[str, typer.Option("--scenarios", help="Comma-separated: rome, rome-sequential, memit, emmet.")] = "rome,rome-sequential,memit,emmet",
     model: Annotated[str, typer.Option("--model", "-m", help="Registered model name or local directory.")] = "smollm2-135m-instruct",
     device: Annotated[str, typer.Option("--device")] = "cpu",
@@ -67,12 +69,17 @@ def weights_command(
             raise ValidationError("--n must be at least 1")
         if threads:
             torch.set_num_threads(threads)
-        recs = load_counterfact(data, n=n, offset=offset)
+        recs = load_counterfact(data, n=n, offset=offset, side=side)
+        from .splits import default_split
+
+        typer.echo(f"{len(recs)} CounterFact records from the {side} side of split {default_split().sha256[:12]}",
+                   err=True)
         lm, tok = load_causal_lm(model, device=device, dtype=dtype, reuse=False)
         report = evaluate_weight_edits(lm, tok, recs, scenarios=[s.strip() for s in scenarios.split(",") if s.strip()],
                                        rome_hparams=_overrides(rome_hp), batch_hparams=_overrides(batch_hp),
                                        stats_tokens=stats_tokens, generate=not no_generate)
-        report.update(model=model, device=device, dtype=dtype, threads=torch.get_num_threads(),
+        report.update(model=model, device=device, dtype=dtype, threads=torch.get_num_threads(), side=side,
+                      split_sha256=default_split().sha256,
                       command="memedit eval weights " + " ".join(sys.argv[3:]))
     typer.echo(render(report))
     if json_out:
