@@ -131,6 +131,8 @@ def gate_timings(model: Any, tok: Any, recs: list[dict[str, Any]], rome_hp: Any,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--side", default="report", choices=("tune", "report", "all"),
+                    help="side of the tune / report split (figures are reported, so report side by default)")
     ap.add_argument("--n", type=int, default=25)
     ap.add_argument("--offset", type=int, default=0, help="skip this many records first")
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -163,7 +165,7 @@ def main() -> None:
     from memedit.eval.weights import load_counterfact, score_records as score, summarise
     from memedit.models.registry import load_causal_lm
 
-    recs = load_counterfact(args.data, n=args.n, offset=args.offset)
+    recs = load_counterfact(args.data, n=args.n, offset=args.offset, side=args.side)
     model, tok = load_causal_lm(args.model, device=args.device, reuse=False)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     rome_hp = RomeHParams.for_model(model, stats_tokens=args.stats_tokens, **parse_hp(args.rome_hp))

@@ -55,6 +55,8 @@ def separability(model, tok, recs, layers, stats_tokens: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--side", default="report", choices=("tune", "report", "all"),
+                    help="side of the tune / report split (a diagnosis of reported figures, so report side by default)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--layers", default="1,2,3,4,5,6,7,8")
@@ -70,7 +72,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recs = load_counterfact(args.data, n=args.n)
+    recs = load_counterfact(args.data, n=args.n, side=args.side)
     model, tok = load_causal_lm(args.model)
     layers = [int(x) for x in args.layers.split(",") if x.strip()]
     rows = separability(model, tok, recs, layers, args.stats_tokens)

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--side", default="tune", choices=("tune", "report", "all"),
+                    help="side of the tune / report split (layers are chosen from this, so tune side by default)")
     ap.add_argument("--facts", type=int, default=10)
     ap.add_argument("--scan", type=int, default=400, help="records scanned for known facts")
     ap.add_argument("--samples", type=int, default=10)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_causal_lm(args.model)
-    facts = known_facts(model, tok, load_counterfact(args.data, n=args.scan), args.facts)
+    facts = known_facts(model, tok, load_counterfact(args.data, n=args.scan, side=args.side), args.facts)
     log.info("%d known facts among the first %d records: %s", len(facts), args.scan,
              ", ".join(f"{r.get('case_id')} {r['subject']}/{r['ground_truth']}" for r in facts))
     report: dict[str, Any] = {"model": args.model, "facts": [
