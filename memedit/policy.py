@@ -29,10 +29,23 @@ works over any store with the :class:`~memedit.store.EditStore` interface.
   ``pending`` with a flag in its ``meta`` (``{"flag": "contradicts",
   "conflicts_with": [ids]}``) instead of silently superseding the approved
   one; a reviewer approves it (it then supersedes) or rejects it.
+* **Safety (one door).** Every new edit, from chat, LangChain, ``memedit
+  add`` or the HTTP API, passes :func:`memedit.safety.assess_edit` here
+  (:meth:`submit`, and :meth:`supersede` for replacements). A refusal
+  (instructions to the assistant, prompt markup, an answer for every
+  question, a namespace the submitter does not own, a statement with no
+  concrete subject, a mere opinion) raises
+  :class:`~memedit.safety.RefusedEditError` (a ValidationError naming the
+  rule and the reason) and stores nothing. A hold (encoded text, look-alike
+  or invisible characters) stores the edit ``pending`` with ``meta =
+  {"flag": "held", "hold_rule": rule, "hold_reason": reason}``; ``meta`` is
+  part of the content hash sealed in the edit's ``add`` event, so the reason
+  an auditor reads is the one recorded when it was stored.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -43,11 +56,16 @@ from typing import Any, Callable, Iterable
 
 from .edits import Edit, relation_key, subject_key
 from .errors import ConflictError, ValidationError
+from .safety import HOLD, REFUSE, RefusedEditError, Verdict, assess_edit
+
+log = logging.getLogger(__name__)
 
 CHANNELS = ("chat", "api", "cli", "import")
 NEW_STATUSES = ("pending", "active")
 #: ``meta`` key recording where an edit came from (``chat`` edits need review before sharing/committing)
 ORIGIN_KEY = "origin"
+#: ``meta["flag"]`` of an edit the safety check held for review (its rule and reason in ``hold_rule``/``hold_reason``)
+HELD_FLAG = "held"
 
 
 class RateLimitedError(ConflictError):
@@ -171,12 +189,16 @@ class Policy:
 
     # ---- submitting -----------------------------------------------------------
     def submit(self, edit: Edit, *, channel: str = "api", actor: str | None = None,
-               status: str | None = None) -> Edit:
-        """Validate, rate-limit and contradiction-check ``edit``, then store it; returns the stored edit.
+               status: str | None = None, owns: Callable[[str], bool] | None = None) -> Edit:
+        """Validate, safety-check, rate-limit and contradiction-check ``edit``, then store it; returns the stored edit.
 
         ``status`` (``pending``/``active``) may only make an edit stricter
         than the policy: a chat correction under a ``pending`` policy cannot
-        ask to be ``active``.
+        ask to be ``active``. ``owns(namespace)`` says which namespaces the
+        submitter may change (a chat user: their own; an API token: its
+        scopes); an edit outside them is refused. Raises
+        :class:`~memedit.safety.RefusedEditError` (nothing stored) when the
+        safety check refuses; a held edit is stored ``pending`` and flagged.
         """
         if channel not in CHANNELS:
             raise ValidationError(f"channel must be one of {CHANNELS}, got {channel!r}")
@@ -191,12 +213,17 @@ class Policy:
             if start == "pending" and status == "active":
                 raise ValidationError(f"namespace {edit.namespace!r} requires review: {channel} edits start pending")
             start = status
+        verdict = self.assess(edit, channel=channel, owns=owns)
         meta = dict(edit.meta)
         meta[ORIGIN_KEY] = channel
+        if verdict.action == HOLD:
+            start = "pending"
+            meta.update(flag=HELD_FLAG, hold_rule=verdict.rule, hold_reason=verdict.reason)
         conflicts = self.contradictions(edit) if rules.check_contradictions else []
         if conflicts:
             start = "pending"
-            meta.update(flag="contradicts", conflicts_with=conflicts)
+            meta.update(conflicts_with=conflicts)
+            meta.setdefault("flag", "contradicts")
         key = (edit.namespace, edit.author or actor or "")
         with self._lock:  # check and record under one lock so racing submits cannot both slip in
             wait = self._window.check(key, rules.max_edits, rules.window_s)
@@ -206,7 +233,40 @@ class Policy:
                     f"{rules.window_s:g} s; try again in {wait:.0f} s", retry_after=wait)
             stored = self.store.add(replace(edit, meta=meta), status=start, actor=actor)
             self._window.record(key)
+        if verdict.action == HOLD:
+            log.info("held edit %s in %s for review (%s): %s", stored.id, stored.namespace, verdict.rule, verdict.reason)
         return stored
+
+    def assess(self, edit: Edit, *, channel: str = "api", owns: Callable[[str], bool] | None = None) -> Verdict:
+        """The safety verdict on ``edit`` (see :mod:`memedit.safety`); raises RefusedEditError on a refusal.
+
+        Returns the accept or hold verdict otherwise, so callers that store by
+        other means (a replacement) apply the same rule.
+        """
+        verdict = assess_edit(edit, owns=owns)
+        if verdict.action == REFUSE:
+            # the reason, not the text: the text may be an attack, and logs are read by people and tools
+            log.info("refused a %s edit for %s (%s)", channel, edit.namespace, verdict.rule)
+            raise RefusedEditError(verdict)
+        return verdict
+
+    def supersede(self, old_id: int, new: Edit, *, actor: str | None = None,
+                  owns: Callable[[str], bool] | None = None) -> Edit:
+        """Replace edit ``old_id`` with ``new`` (in the old edit's namespace) after the same safety check as :meth:`submit`.
+
+        A replacement takes effect at once, so one the check would hold for
+        review is refused with ConflictError: add it as a new edit instead,
+        where it waits, flagged, for a reviewer.
+        """
+        if not isinstance(new, Edit):
+            raise ValidationError("expected an Edit")
+        old = self.store.get(old_id)
+        new = replace(new, namespace=old.namespace).validated()
+        verdict = self.assess(new, channel="api", owns=owns)
+        if verdict.action == HOLD:
+            raise ConflictError(f"this replacement needs review ({verdict.rule}: {verdict.reason}); submit it as a "
+                                f"new edit, where it is stored pending for a reviewer")
+        return self.store.supersede(old_id, new, actor=actor)
 
     def contradictions(self, edit: Edit) -> list[int]:
         """Ids of approved active edits with the same subject and relation as ``edit`` but another target."""
