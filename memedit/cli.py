@@ -90,7 +90,12 @@ def add(
     pending: Annotated[bool, typer.Option("--pending", help="Store as pending; it answers only once approved.")] = False,
     store: StoreOpt = None, namespace: NsOpt = DEFAULT_NAMESPACE, as_json: JsonOpt = False,
 ) -> None:
-    """Store one correction (free text, or a fact with --subject/--prompt/--target-new)."""
+    """Store one correction (free text, or a fact with --subject/--prompt/--target-new) through the safety check.
+
+    Refused (exit 2, nothing stored): instructions to the assistant, prompt markup, an answer for every question,
+    another namespace named in the text, a statement with no concrete subject, an opinion. Held pending: encoded
+    text, look-alike or invisible characters.
+    """
     from .edits import Edit
 
     with _errors(as_json):
@@ -102,13 +107,21 @@ def add(
         else:
             edit = Edit.text(statement, namespace=namespace, author=author, source=source)
     with _open(store, as_json) as s:
-        stored = s.add(edit, status="pending" if pending else "active")
+        # The one door every edit goes through (memedit.policy): the safety check refuses instructions, universal
+        # answers, other namespaces, non-facts (exit 2, nothing stored) and holds encoded text pending. The operator
+        # at the terminal reviews, so no rate limit and no contradiction hold: an active add supersedes, as before.
+        from .policy import NamespacePolicy, Policy
+
+        policy = Policy(s, default=NamespacePolicy(max_edits=0, check_contradictions=False))
+        stored = policy.submit(edit, channel="cli", status="pending" if pending else None)
         superseded = stored.supersedes if stored.status == "active" else None
     if as_json:
         _emit(stored.to_dict())
     else:
+        held = stored.meta.get("hold_reason")
         console.print(f"stored edit [bold]{stored.id}[/bold] ({stored.status})" +
-                      (f", superseding edit {superseded}" if superseded else ""))
+                      (f", superseding edit {superseded}" if superseded else "") +
+                      (f", held for review: {escape(held)}" if held else ""))
 
 
 @app.command("list")

@@ -13,8 +13,11 @@ Three pieces:
 
 * :class:`MemoryChatModel` wraps any ``BaseChatModel`` (the *inner* model).
   For each call it looks at the last human message: a correction (see
-  :mod:`memedit.corrections`) is stored as an edit in the caller's namespace
-  and acknowledged; anything else is a question. A question no stored edit
+  :mod:`memedit.corrections`) is stored as an edit in the caller's namespace,
+  through :meth:`memedit.policy.Policy.submit` exactly as ``memedit chat``
+  stores it (:func:`memedit.chat.capture`), and acknowledged, or refused with
+  the safety check's reason (an instruction rewrite, an answer for every
+  question, another namespace, no concrete fact); anything else is a question. A question no stored edit
   is in scope of goes to the inner model unchanged (the whole conversation,
   with any bound tools); an in-scope one is answered by the
   :class:`~memedit.editor.Editor` (IKE over the inner model, SERAC's
@@ -65,11 +68,11 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from ..chat import acknowledgement, answer_payload, check_correction_status, correction_payload, record_correction
+from ..chat import acknowledgement, answer_payload, capture, chat_policy, check_correction_status, refusal
 from ..config import DEFAULT_NAMESPACE
-from ..corrections import DEFAULT_MIN_CONFIDENCE, detect_correction
+from ..corrections import DEFAULT_MIN_CONFIDENCE
 from ..edits import NAMESPACE_RE, validate_namespace
-from ..errors import NotFoundError, ValidationError
+from ..errors import ConflictError, NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +215,10 @@ def route_event(payload: dict[str, Any], run_manager: CallbackManagerForLLMRun |
     ``scores`` (calibrated P(in scope) per used edit), ``similarities``,
     ``matched`` and ``timings_ms``; for a stored correction: ``route`` =
     "correction", ``namespace``, ``edit_id``, ``status``, ``kind``,
-    ``statement``, ``confidence``, ``trigger``, ``supersedes``.
+    ``statement``, ``confidence``, ``trigger``, ``supersedes`` (and ``flag``,
+    ``hold_rule``, ``hold_reason`` for a held one); for a refused correction:
+    ``route`` = "correction", ``namespace``, ``refused`` = True, ``rule``,
+    ``reason``.
 
     langchain-core's ``dispatch_custom_event`` needs the config context of an
     enclosing runnable, which a chat model's ``_generate`` does not have when
@@ -285,6 +291,9 @@ class MemoryChatModel(BaseChatModel):
     """Refuse calls whose config names no user (instead of sharing ``namespace``)."""
     correction_status: Literal["active", "pending"] = "active"
     """``"active"``: a correction answers at once; ``"pending"``: it waits for a reviewer's approval."""
+    edit_policy: Any = Field(default=None, exclude=True)
+    """The :class:`~memedit.policy.Policy` every correction is submitted through (its safety check, rate limits,
+    per-namespace review); default: :func:`memedit.chat.chat_policy` over the editor's store."""
     accept_corrections: bool = True
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
     """Natural-language corrections scoring below this are treated as questions."""
@@ -310,6 +319,15 @@ class MemoryChatModel(BaseChatModel):
                 if self.editor is None:
                     self.editor = _build_editor(self.inner, self.store, self.namespace, self.policy)
         return self.editor
+
+    def get_policy(self) -> Any:
+        """The policy corrections are submitted through, built over the editor's store on first use."""
+        if self.edit_policy is None:
+            store = self.get_editor().store
+            with self._lock:
+                if self.edit_policy is None:
+                    self.edit_policy = chat_policy(store)
+        return self.edit_policy
 
     @property
     def _llm_type(self) -> str:
@@ -370,17 +388,17 @@ class MemoryChatModel(BaseChatModel):
         text = _text(last).strip()
         if self.accept_corrections:
             try:
-                correction = detect_correction(text, namespace=namespace, author=author,
-                                               min_confidence=self.min_confidence)
-            except ValidationError as exc:  # a malformed /correct: tell the user how to write it
+                # the same door as `memedit chat`: detection, then Policy.submit with its safety check
+                got = capture(text, policy=self.get_policy(), namespace=namespace, author=author,
+                              status=self.correction_status, min_confidence=self.min_confidence)
+            except (ValidationError, ConflictError) as exc:  # a malformed /correct, or a rate limit: say so
                 payload = {"route": "correction", "namespace": namespace, "error": str(exc)}
                 return self._reply(AIMessage(content=f"I could not store that correction: {exc}"), payload, run_manager)
-            if correction is not None:
-                edit = record_correction(self.get_editor(), correction, status=self.correction_status, namespace=namespace,
-                                         author=author)
-                log.info("stored correction %s in %s (%s)", edit.id, namespace, edit.status)
-                return self._reply(AIMessage(content=acknowledgement(edit)), correction_payload(edit, correction),
-                                   run_manager)
+            if got.outcome == "stored" and got.edit is not None:
+                log.info("stored correction %s in %s (%s)", got.edit.id, namespace, got.edit.status)
+                return self._reply(AIMessage(content=acknowledgement(got.edit)), got.payload(namespace), run_manager)
+            if got.outcome == "refused" and got.verdict is not None:
+                return self._reply(AIMessage(content=refusal(got.verdict)), got.payload(namespace), run_manager)
         return self._answer(messages, text, namespace, stop, run_manager, kwargs)
 
     def _answer(self, messages: list[BaseMessage], question: str, namespace: str, stop: list[str] | None,

@@ -11,7 +11,8 @@ Every endpoint names its namespace (a query parameter, or the edit's own for
 namespace the caller cannot read answers 404, exactly like a missing one, so
 ids do not reveal other tenants' edits. State changes need a token with
 ``write``. Errors are ``{"error": message, "type": name}`` with 400/401/403/
-404/409/422/429.
+404/409/422/429; an edit the safety check refuses (:mod:`memedit.safety`) is
+a 422 with ``type`` ``RefusedEditError`` and the ``rule`` and ``reason`` too.
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ import io
 from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..edits import STATUSES, Edit
 from ..errors import NotFoundError, ValidationError
+from ..safety import RefusedEditError
 from ..store.chain import canonical_json, event_hash
 from .auth import Principal
 from .query import MAX_PAGE, EditFilter, iter_matching, list_page
@@ -176,6 +178,12 @@ def _edit_for(request: Request, edit_id: int, write: bool = False) -> tuple[Edit
     return edit, who
 
 
+def refused_response(exc: RefusedEditError) -> JSONResponse:
+    """422 for an edit the safety check refused: the usual ``{error, type}`` plus the ``rule`` that refused it."""
+    return JSONResponse({"error": str(exc), "type": type(exc).__name__, "rule": exc.verdict.rule,
+                         "reason": exc.verdict.reason}, status_code=422)
+
+
 def edit_json(e: Edit) -> dict[str, Any]:
     d = e.to_dict()
     d["sentence"] = e.sentence() if e.status != "forgotten" else None
@@ -315,8 +323,13 @@ def add_edit(request: Request, body: EditIn) -> dict[str, Any]:
     st = _state(request)
     who = need_write(request, body.namespace)
     edit = body.to_edit(default_author=who.name)
-    with st.lock:
-        stored = st.policy.submit(edit, channel=body.channel, actor=who.name, status=body.status)
+    try:
+        with st.lock:
+            # the one door (memedit.policy): safety check, review, rate limit, contradictions; owns = the token's scopes
+            stored = st.policy.submit(edit, channel=body.channel, actor=who.name, status=body.status,
+                                      owns=who.can_write)
+    except RefusedEditError as exc:
+        return refused_response(exc)  # type: ignore[return-value]
     return edit_json(stored)
 
 
@@ -341,8 +354,11 @@ def supersede(request: Request, edit_id: int, body: SupersedeIn) -> dict[str, An
     st = _state(request)
     old, who = _edit_for(request, edit_id, write=True)
     new = body.edit.to_edit(namespace=old.namespace, default_author=who.name)  # type: ignore[union-attr]
-    with st.lock:
-        return edit_json(st.store.supersede(edit_id, new, actor=who.name))  # type: ignore[union-attr]
+    try:
+        with st.lock:  # the same safety check as a new edit; one it would hold is a 409 (add it instead)
+            return edit_json(st.policy.supersede(edit_id, new, actor=who.name, owns=who.can_write))  # type: ignore[union-attr]
+    except RefusedEditError as exc:
+        return refused_response(exc)  # type: ignore[return-value]
 
 
 @router.post("/edits/{edit_id}/forget", summary="Erase an edit (store, index, weights); confirm with its id")
