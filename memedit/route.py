@@ -96,6 +96,8 @@ class Prepared:
     backend: Backend
     timings_ms: dict[str, float] = field(default_factory=dict)
     max_new_tokens: int | None = None  # the router's answer length (None: the backend's default)
+    #: steps decided with the prompt, first in the answer's trace (IKE: the demonstrations shown)
+    trace: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def edit_ids(self) -> list[int]:
@@ -143,6 +145,15 @@ class _IKERoute:
 
     def messages(self, question: str, used: Sequence[UsedEdit], **kwargs: Any) -> list[dict[str, str]]:
         return self.ike.messages(question, used, **kwargs)
+
+    def prompt(self, question: str, used: Sequence[UsedEdit], **kwargs: Any
+               ) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+        """The messages and the trace steps that record them (the demonstrations shown, when IKE can say)."""
+        prompt = getattr(self.ike, "prompt", None)
+        if prompt is None:  # an IKE-like object that only builds messages
+            return self.ike.messages(question, used, **kwargs), []
+        p = prompt(question, used, **kwargs)
+        return p.messages, [p.trace_step()]
 
     def backend(self, base: Backend) -> Backend:
         return base
@@ -343,23 +354,27 @@ class Router:
             used = []
         method = self.methods[route]
         t0 = time.perf_counter()
-        messages = method.messages(question, used, q_vec=qvec,
-                                   embedder_name=getattr(self.store.embedder, "name", None))
+        kwargs = {"q_vec": qvec, "embedder_name": getattr(self.store.embedder, "name", None)}
+        if isinstance(method, _IKERoute):  # records which demonstrations the prompt shows (leak audits)
+            messages, steps = method.prompt(question, used, **kwargs)
+        else:
+            messages, steps = method.messages(question, used, **kwargs), []
         timings["prompt"] = _ms(t0)
         return Prepared(question=question, namespace=namespace, route=route, used=used, candidates=candidates,
                         messages=messages, backend=method.backend(self.base), timings_ms=timings,
-                        max_new_tokens=self.max_new_tokens)
+                        max_new_tokens=self.max_new_tokens, trace=steps)
 
     # ---- answering -----------------------------------------------------------------
     def run(self, prepared: Prepared) -> Answer:
         """Generate the answer for a prepared question and record which edits it used."""
         method = self.methods[prepared.route]
-        trace: list[dict[str, Any]] = []
+        trace: list[dict[str, Any]] = list(prepared.trace)
         t0 = time.perf_counter()
         try:
             generate = getattr(method, "generate", None)
             if generate is not None:
-                text, trace = generate(prepared.backend, prepared)
+                text, steps = generate(prepared.backend, prepared)
+                trace.extend(steps)
             else:
                 text = prepared.backend.chat(prepared.messages, self.max_new_tokens)
         except MemeditError:
