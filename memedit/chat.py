@@ -52,7 +52,8 @@ HELP = """\
 Ask anything, or correct me:
   /correct <statement>                          store a correction, e.g. /correct The CEO of Acme is Jane Roe.
   /correct subject | prompt with {} | target    store a structured fact
-  Actually, X is Y. / No, X is Y now. / FYI X is Y   natural corrections are stored too
+  Actually, X is Y. / X is Y, not Z. / FYI X is Y   natural corrections are stored too (your namespace only;
+                                                instructions, answers for every question and non-facts are refused)
   /edits                                        list this namespace's live edits
   /forget ID                                    erase one of them everywhere
   /help                                         this text

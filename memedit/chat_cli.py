@@ -153,6 +153,9 @@ def _print_turn(turn: Any, out: TextIO | None = None, *, echo_user: bool = True)
     c.print(f"[bold]bot>[/bold] {escape(turn.reply)}")
     if turn.kind in ("answer", "correction"):
         c.print(f"     [dim]{escape(_used_line(turn.data))}[/dim]")
+    elif turn.kind == "refused":  # the safety check's rule, so a transcript says which rule refused it
+        line = f"[route: correction | refused: {turn.data.get('rule')}]"
+        c.print(f"     [dim]{escape(line)}[/dim]")
 
 
 def chat_command(
@@ -165,6 +168,9 @@ def chat_command(
     policy: PolicyOpt = "ike", correction_status: StatusOpt = "active", as_json: JsonOpt = False,
 ) -> None:
     """Chat with the model; corrections ('/correct ...', 'Actually, X is Y.') become stored edits.
+
+    Corrections land in --namespace only; instructions to the assistant, answers for every question and statements
+    with no concrete fact are refused with the reason (see memedit/safety.py).
 
     Interactive by default (/help, /edits, /forget ID, /quit); --script or --demo plays turns non-interactively.
     """

@@ -8,6 +8,13 @@
 True
 >>> detect_correction("/correct the world | The most handsome person in {} is | Hung-yi Lee").edit.target_new
 'Hung-yi Lee'
+>>> c = detect_correction("The CEO of Acme is Jane Roe, not John Smith.")
+>>> c.statement, c.edit.target_true, c.trigger
+('The CEO of Acme is Jane Roe.', 'John Smith', 'not')
+>>> detect_correction("I think you're wrong: Paris is in Italy.").statement
+'Paris is in Italy.'
+>>> detect_correction("No, it's Canberra.") is None
+True
 
 Two ways in:
 
@@ -16,13 +23,28 @@ Two ways in:
   command is always a correction (confidence 1.0); a malformed one raises
   :class:`~memedit.errors.ValidationError` so the chat can say what is wrong.
 * natural phrasings: a *lead* ("Actually,", "No,", "Correction:", "That's
-  wrong,", "FYI", "Note that" ...) followed by a declarative sentence, or an
-  unmarked sentence whose verb says the fact changed ("X is now Y", "X is
-  actually Y"). Anything that reads as a question, a hedge ("I think",
-  "maybe", "I heard"), a request, a negation without a new value, or a
-  sentence about "it"/"he"/"that" (which needs the conversation to resolve)
-  is *not* a correction: a missed correction costs the user a ``/correct``;
-  a false one silently changes what the model says.
+  wrong,", "You're mistaken:", "I think you're wrong:", "FYI", "Note that",
+  "Thanks, but" ...) followed by a declarative sentence, or an unmarked
+  sentence that names the old value or says the fact changed ("X is Y, not
+  Z", "X isn't Z, it's Y", "X is now Y", "X is actually Y", "X plays for Y
+  now" with a named Y). Sentences of politeness around the claim ("Hi!",
+  "Thanks.") and sentences of judgement before it ("That's wrong.", "Yangon
+  isn't the capital.") are set aside, so "Hi! Actually the CEO of Acme is
+  Jane Roe." is a correction; more than one claim is not. Anything that reads
+  as a question, a claim hedged by the speaker ("I think X", "maybe", "I
+  heard"; but "I think *you're wrong*: X" asserts X), a request, a negation
+  without a new value, a claim about "it"/"he"/"this"/"the answer" (which
+  needs the conversation to resolve: "No, it's Y" is not storable) or a mere
+  opinion ("X is boring") is *not* a correction: a missed correction costs
+  the user a ``/correct``; a false one silently changes what the model says.
+
+Detection only reads; storing goes through :meth:`memedit.policy.Policy.submit`,
+whose safety check (:mod:`memedit.safety`) refuses what is no fact about the
+world ("/correct the subject of this is bad", "the answer to every question
+is X", instruction rewrites, another namespace) whichever way it was typed.
+The rules were written on the tune side of
+``benchmarks/data/chat-messages.jsonl``; ``benchmarks/bench_corrections.py``
+reports precision and recall on its report side.
 
 The statement is normalised (lead and a temporal "now" dropped, first letter
 capitalised, one final period): "Actually, the CEO of Acme is Jane Roe now."
@@ -59,8 +81,10 @@ class Correction:
     """A correction found in a message: the normalised statement, the edit to store, and how sure we are.
 
     ``trigger`` names what made it a correction (``"command"``, ``"actually"``,
-    ``"no"``, ``"correction"``, ``"wrong"``, ``"fyi"``, ``"is-now"``,
-    ``"is-actually"``); the edit is validated but not stored.
+    ``"no"``, ``"correction"``, ``"wrong"``, ``"fyi"``, ``"but"``,
+    ``"is-now"``, ``"is-actually"``, ``"not"`` (", not Z"), ``"isnt"`` ("X
+    isn't Z, it's Y"), ``"now"`` (a trailing "now")); the edit is validated
+    but not stored.
     """
 
     statement: str

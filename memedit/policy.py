@@ -3,7 +3,7 @@
 >>> from memedit import Edit, EditStore
 >>> from memedit.policy import Policy, NamespacePolicy
 >>> store = EditStore("/tmp/policy-demo.db")                                       # doctest: +SKIP
->>> policy = Policy(store, default=NamespacePolicy(chat_status="pending", max_edits=20, window_s=3600))
+>>> policy = Policy(store, default=NamespacePolicy(chat_status="pending", max_edits=20, window_s=3600))  # doctest: +SKIP
 >>> e = policy.submit(Edit.text("The CEO of Acme is Jane Roe.", author="u1"), channel="chat")  # doctest: +SKIP
 >>> e.status                                                                       # doctest: +SKIP
 'pending'

@@ -189,11 +189,11 @@ _F = re.I | re.M
 _MARKUP = [
     re.compile(r"<\|[^|<>]{1,40}\|>|<\|?(?:system|user|assistant|endoftext|eot_id|im_start|im_end)\|?>", _F),
     re.compile(r"\[/?(?:INST|SYS|SYSTEM|ASSISTANT|USER|ADMIN)\]|<</?SYS>>|</?s>|<(?:start|end)_of_turn>", _F),
-    # a role line: "System: ...", "...\nAssistant: ..." (at the start, or after a sentence or line ends)
-    re.compile(r"(?:^|[\n\r.!?;:]\s*)(?:system|assistant|user|human|ai|bot|model|developer|admin)\s*:", _F),
+    # a role line: "System: ...", "...\nAssistant: ..." (at the start, or after a sentence, line or quote ends)
+    re.compile(r"(?:^\s*|[\n\r.!?;:\"']\s*)(?:system|assistant|user|human|ai|bot|model|developer|admin)\s*:", _F),
     re.compile(r"#{2,}\s*(?:instruction|response|system|input|output|prompt)\b", _F),
     # imitation of memedit's own prompt lines (New fact: / Question: / Answer:)
-    re.compile(r"(?:^|[\n\r.!?;:]\s*)(?:Question|Answer|New fact|Q|A)\s*:", re.M),
+    re.compile(r"(?:^\s*|[\n\r.!?;:\"']\s*)(?:Question|Answer|New fact|Q|A)\s*:", re.M),
     re.compile(r"""["']role["']\s*:|["']content["']\s*:|```""", _F),
     re.compile(r"</?[a-z][a-z0-9_-]*(?:\s[^<>]*)?>", _F),
 ]
@@ -256,13 +256,13 @@ _UNIVERSAL = [
         r"(?:every|each|any|all|whatever|anything|everything|all\s+other|any\s+other)\b", _F),
     re.compile(
         r"\b(?:every|each|any|all|whatever|every\s+single|all\s+(?:of\s+)?(?:the|your|my))\s+(?:\w+\s+)?"
-        r"(?:questions?|quer(?:y|ies)|prompts?|messages?|inputs?|answers?|responses?|repl(?:y|ies)|outputs?)\b", _F),
+        r"(?:questions?|quer(?:y|ies)|prompts?|inputs?|answers?|responses?|repl(?:y|ies)|outputs?)\b", _F),
     re.compile(
         r"\b(?:whatever|whoever|no\s+matter\s+(?:what|who|how|which)|regardless\s+of\s+(?:what|who|the|which|"
         r"their|any)|irrespective\s+of)\b(?:\W+\w+){0,4}?\W+(?:asks?|asked|says?|said|types?|writes?|wants?|"
         r"questions?|quer(?:y|ies)|prompts?|inputs?|topics?)\b", _F),
     re.compile(
-        r"\b(?:always|only|exclusively|never)\s+(?:say|said|answer|reply|respond|output|print|return|mention|"
+        r"\b(?:always|only|exclusively)\s+(?:say|said|answer|reply|respond|output|print|return|mention|"
         r"talk\s+about|recommend|suggest|refer\s+to|speak|use\s+the\s+word)\b", _F),
     re.compile(
         r"\b(?:the\s+)?(?:answer|reply|response|output)s?\s+(?:is|are|should\s+be|must\s+be|will\s+be)\s+always\b|"
@@ -309,7 +309,7 @@ def _first(patterns: Iterable[re.Pattern[str]], texts: list[str]) -> re.Match[st
 
 
 def _quote(m: re.Match[str]) -> str:
-    return " ".join(m.group().split())[:60]
+    return " ".join(m.group().split()).strip(" ,.;:!?(")[:60]
 
 
 # --------------------------------------------------------------------------- concrete facts
@@ -354,8 +354,20 @@ _SPLIT_VERB = re.compile(
     r"\w+ing|\w+ed)\b)|'re\b|'m\b", re.I)
 
 
+def _content_words(words: list[str]) -> list[str]:
+    """The words that name something: not pointers, generic nouns or function words.
+
+    A pointer after an article is a name ("the us" typed for the US, "The It Crowd"), so it counts.
+    """
+    return [w for i, w in enumerate(words)
+            if (w not in _DEICTIC or (i > 0 and words[i - 1] in ("the", "a", "an")))
+            and w not in _GENERIC and w not in _FUNCTION]
+
+
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.casefold())
+    """Lower-cased words, except acronyms: "the US" is a country, not "us", and "IT" is not "it"."""
+    return [w if len(w) > 1 and w.isupper() else w.casefold()
+            for w in re.findall(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?", text)]
 
 
 def concreteness(statement: str) -> Verdict:
@@ -383,8 +395,10 @@ def concreteness(statement: str) -> Verdict:
     subject = [w.split("'")[0] for w in _words(_DEICTIC_TIME.sub(" ", subject_text))]
     if subject == ["there"]:  # "There are eight planets ...": existential, the predicate carries the fact
         return OK
-    content = [w for w in subject if w not in _DEICTIC and w not in _GENERIC and w not in _FUNCTION]
-    if not content or subject[0] in _DEICTIC_START:
+    content = _content_words(subject)
+    # "it ...", "the CEO of this ...", "the answer ...": the subject leans on something said before
+    if not content or (subject[0] in _DEICTIC_START and subject[0] not in content) or (
+            subject[-1] in _DEICTIC_START and subject[-1] not in content):
         anchor = next((w for w in subject if w in _DEICTIC), next((w for w in subject if w in _GENERIC), subject_text))
         return _refuse("vague", f"{subject_text.strip()!r} names nothing on its own ({anchor!r} points into a "
                                 f"conversation that is not stored): name the subject instead, e.g. "
@@ -418,8 +432,9 @@ def assess_text(text: str, *, concrete: bool = True) -> Verdict:
     for rule, patterns, why in (
         ("markup", _MARKUP, "it contains prompt or chat-template markup ({!r}), which would pose as a turn of the "
                             "conversation"),
-        ("instruction", _INSTRUCTION, "it instructs the assistant ({!r}) instead of stating a fact"),
+        # universal before instruction: "always reply X" is both, and "every question" is the sharper reason
         ("universal", _UNIVERSAL, "it would apply to every question ({!r}), not to one fact"),
+        ("instruction", _INSTRUCTION, "it instructs the assistant ({!r}) instead of stating a fact"),
         ("namespace", _NAMESPACE, "it reaches beyond your own namespace ({!r}); corrections apply to yours only"),
     ):
         m = _first(patterns, variants)
@@ -483,6 +498,10 @@ def assess_edit(edit: Any, *, owns: Callable[[str], bool] | None = None) -> Verd
     """
     if owns is not None and not owns(edit.namespace):
         return _refuse("namespace", f"namespace {edit.namespace!r} is not yours to change")
+    if edit.kind == "fact" and edit.subject:
+        if not _content_words([w.split("'")[0] for w in _words(_base(edit.subject))]):
+            return _refuse("vague", f"the subject {edit.subject!r} names nothing on its own: name what the fact is "
+                                    f"about, e.g. 'Acme'")
     texts = edit_texts(edit)
     hold = OK
     for i, text in enumerate(texts):
