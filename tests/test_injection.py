@@ -8,6 +8,11 @@ edit, then ``Question: ...``), every quoted slot must decode as one JSON
 string, and the attacker's canary must appear nowhere outside those slots,
 neither in the messages nor in the chat-template rendering of the real
 SmolLM2 tokenizer, whose special tokens must be exactly the benign prompt's.
+
+The attacks are stored with the store's own ``add`` here, under the door that
+users go through: the prompt must stay safe even for an edit that got in.
+The door itself (``Policy.submit`` and its safety check) refuses every one of
+them; the last test checks that.
 """
 from __future__ import annotations
 
@@ -195,3 +200,24 @@ def test_the_checks_catch_a_naive_template(stored_attacks, tokenizer):
         caught_tokens += ids != base_ids
     assert caught_shape == len(stored_attacks)
     assert caught_tokens >= 4  # the <|im_start|>/<|im_end|>/<|endoftext|> attacks inject real special tokens
+
+
+def test_the_door_refuses_every_attack(tmp_path, embedder):
+    """Through Policy.submit (chat, LangChain, CLI and API all use it) none of the attacks is stored at all."""
+    from memedit.policy import Policy
+    from memedit.safety import RefusedEditError
+
+    s = EditStore(tmp_path / "door.db", embedder=embedder)
+    try:
+        policy = Policy(s)
+        for i, attack in enumerate(ATTACKS):
+            target = " ".join(attack.split())[:300]
+            for edit, channel in ((Edit.text(attack, namespace="attacks", source=attack), "chat"),
+                                  (Edit.fact(f"Atlantis {i}", "The capital of {} is", target, namespace="attacks"),
+                                   "api")):
+                with pytest.raises(RefusedEditError) as err:
+                    policy.submit(edit, channel=channel)
+                assert err.value.verdict.rule in ("markup", "instruction", "universal"), (attack, err.value)
+        assert s.count() == 0
+    finally:
+        s.close()
