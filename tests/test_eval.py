@@ -114,6 +114,10 @@ def test_metric_arithmetic() -> None:
     assert s["portability"]["prob"] is None
     # TP: rel(ike), gen x2, port = 4; FN: rel(base) = 1; FP: locality via ike + portability's wrong edit = 2
     assert scope_counts(rs) == {"tp": 4, "fp": 2, "fn": 1, "precision": round(4 / 6, 4), "recall": 0.8}
+    assert s["demonstration_leaks"] == {"n": 0, "leaks": 0}   # no IKE prompt recorded its demonstrations
+    rs[0].demo_answers, rs[0].demo_leak = ["Rome"], False
+    rs[2].demo_answers, rs[2].demo_leak = ["Priya Raman"], True
+    assert summarize(rs)["demonstration_leaks"] == {"n": 2, "leaks": 1}
 
 
 def test_contains_is_case_insensitive() -> None:
@@ -139,6 +143,8 @@ def test_tiny_real_run(tmp_path: Path) -> None:
     assert o["probes"] == 6 and o["reliability"]["n"] == 2 and o["locality"]["n"] == 2
     for r in rep.results:
         assert r.timings_ms["generate"] > 0
+        if r.route == "ike":  # the IKE prompt says which demonstrations it showed; none was repeated instead
+            assert r.demo_answers and r.demo_leak is False, (r.answer, r.demo_answers)
         if r.route == "base":
             assert r.own_edit_used is False
         if r.kind == "locality" and r.route == "base":
@@ -167,3 +173,5 @@ def test_cli_errors_cleanly(tmp_path: Path) -> None:
     bad = _write(tmp_path / "bad.jsonl", CF[:1], ["not json"])
     res = runner.invoke(app, ["run", "--data", str(bad), "--format", "counterfact", "--threads", "1"])
     assert res.exit_code == 2 and "bad.jsonl:2" in res.output.replace("\n", "")
+    res = runner.invoke(app, ["run", "--data", str(bad), "--format", "counterfact", "--side", "heldout"])
+    assert res.exit_code == 2 and "side must be one of" in res.output.replace("\n", " ")

@@ -33,7 +33,7 @@ def render_table(report_dict: dict[str, Any], title: str) -> Any:
 
     t = Table(title=title)
     for col in ("group", "probes", "rel prob", "rel gen", "gen prob", "gen gen", "loc prob", "loc unchanged",
-                "loc has-gt", "port prob", "port gen", "scope P", "scope R"):
+                "loc has-gt", "port prob", "port gen", "scope P", "scope R", "demo leaks"):
         t.add_column(col, justify="right" if col != "group" else "left")
     groups = [("overall", report_dict["overall"])]
     groups += [(f"route={k}", v) for k, v in report_dict["by_route"].items()]
@@ -45,7 +45,8 @@ def render_table(report_dict: dict[str, Any], title: str) -> Any:
                   _fmt(g("generalization", "prob")), _fmt(g("generalization", "gen")),
                   _fmt(g("locality", "prob")), _fmt(g("locality", "gen")), _fmt(g("locality", "contains_gt")),
                   _fmt(g("portability", "prob")), _fmt(g("portability", "gen")),
-                  _fmt(s["scope"]["precision"]), _fmt(s["scope"]["recall"]))
+                  _fmt(s["scope"]["precision"]), _fmt(s["scope"]["recall"]),
+                  "{leaks}/{n}".format(**s.get("demonstration_leaks", {"leaks": "-", "n": "-"})))
     return t
 
 

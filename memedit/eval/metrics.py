@@ -54,6 +54,9 @@ class ProbeResult:
     sub_kind: str | None = None
     expected: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: the answers of the IKE demonstrations the prompt showed, and whether the answer repeats one instead of the edit's
+    demo_answers: list[str] = field(default_factory=list)
+    demo_leak: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +95,9 @@ def summarize(results: Sequence[ProbeResult]) -> dict[str, Any]:
             m["routed_edit"] = _rate(r.own_edit_used for r in rs)
         out[kind] = m
     out["scope"] = scope_counts(results)
+    shown = [r for r in results if r.demo_leak is not None]
+    # answers that give a shown demonstration's answer and not the edit's (IKE's pool leaking): must stay 0
+    out["demonstration_leaks"] = {"n": len(shown), "leaks": sum(1 for r in shown if r.demo_leak)}
     return out
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 from ..errors import ValidationError
+from ..methods.ike import shown_answers
 from .datasets import EvalCase, Probe
 from .metrics import EvalReport, ProbeResult
 from .scoring import answer_matches
@@ -63,6 +64,12 @@ def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str,
                     logprob_pos=None if lp_pos is None else round(lp_pos, 4),
                     logprob_neg=None if lp_neg is None else round(lp_neg, 4),
                     sub_kind=probe.sub_kind, expected=list(probe.expected), timings_ms=dict(answer.timings_ms))
+    shown = shown_answers(answer.trace)
+    if shown:
+        r.demo_answers = shown
+        # in scope the edit's answer is expected; out of scope, any shown answer that is not the truth is a leak
+        wanted = list(probe.expected) + ([case.edit.target_new] if case.edit.target_new else [])
+        r.demo_leak = any(answer_matches(answer.text, [a]) for a in shown) and not answer_matches(answer.text, wanted)
     if probe.in_scope:
         r.gen_success = contains(answer.text, probe.expected)
     else:
