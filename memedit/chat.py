@@ -212,7 +212,8 @@ def correction_payload(edit: Edit, correction: Correction) -> dict[str, Any]:
            "kind": edit.kind, "statement": correction.statement, "confidence": correction.confidence,
            "trigger": correction.trigger, "supersedes": edit.supersedes}
     if edit.meta.get("flag"):
-        out.update(flag=edit.meta["flag"], hold_rule=edit.meta.get("hold_rule"), hold_reason=edit.meta.get("hold_reason"))
+        out.update(flag=edit.meta["flag"], hold_rule=edit.meta.get("hold_rule"),
+                   hold_reason=edit.meta.get("hold_reason"))
     return out
 
 

@@ -110,7 +110,8 @@ _SOFTENER = (r"(?:(?:i\s+think|i\s+believe|i'?m\s+(?:pretty\s+|quite\s+|fairly\s
              r"i\s+am\s+(?:pretty\s+|quite\s+|fairly\s+)?sure|pretty\s+sure|i'?m\s+afraid|i\s+am\s+afraid|"
              r"i\s+hate\s+to\s+say\s+it\s*,?\s*but|with\s+respect\s*,?|respectfully\s*,?|sorry\s*,?\s*but|"
              r"hmm+\s*,?|well\s*,?|um+\s*,?|nope\s*[,.!]?|no\s*[,.!]?|oops\s*[,.!]?)\s+(?:that\s+)?)?")
-_WRONG_SUBJECT = (r"(?:that'?s|that\s+is|this\s+is|it'?s|it\s+is|you'?re|you\s+are|your\s+answer\s+is|that\s+answer\s+is|"
+_WRONG_SUBJECT = (r"(?:that'?s|that\s+is|this\s+is|it'?s|it\s+is|you'?re|you\s+are|your\s+answer\s+is|"
+                  r"that\s+answer\s+is|"
                   r"your\s+(?:info|information|figure|figures|data|number|numbers|facts?|list|knowledge|answer)\s+"
                   r"(?:is|are|was|were|seems?)|you'?ve\s+got\s+(?:that|it|this)|you\s+got\s+(?:that|it|this)|"
                   r"you\s+have\s+(?:that|it|this)|you\s+had\s+(?:that|it|this))?")

@@ -234,7 +234,8 @@ class Policy:
             stored = self.store.add(replace(edit, meta=meta), status=start, actor=actor)
             self._window.record(key)
         if verdict.action == HOLD:
-            log.info("held edit %s in %s for review (%s): %s", stored.id, stored.namespace, verdict.rule, verdict.reason)
+            log.info("held edit %s in %s for review (%s): %s", stored.id, stored.namespace, verdict.rule,
+                     verdict.reason)
         return stored
 
     def assess(self, edit: Edit, *, channel: str = "api", owns: Callable[[str], bool] | None = None) -> Verdict:
@@ -252,7 +253,7 @@ class Policy:
 
     def supersede(self, old_id: int, new: Edit, *, actor: str | None = None,
                   owns: Callable[[str], bool] | None = None) -> Edit:
-        """Replace edit ``old_id`` with ``new`` (in the old edit's namespace) after the same safety check as :meth:`submit`.
+        """Replace edit ``old_id`` with ``new`` (in the old edit's namespace), after :meth:`submit`'s safety check.
 
         A replacement takes effect at once, so one the check would hold for
         review is refused with ConflictError: add it as a new edit instead,

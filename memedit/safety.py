@@ -167,7 +167,8 @@ def _decoded_blobs(text: str) -> list[str]:
             decoded = raw.decode("utf-8")
         except (binascii.Error, ValueError):
             continue
-        if decoded and sum(c.isprintable() for c in decoded) / len(decoded) > 0.95 and re.search(r"[A-Za-z]{3}", decoded):
+        readable = sum(c.isprintable() for c in decoded) / max(1, len(decoded))
+        if decoded and readable > 0.95 and re.search(r"[A-Za-z]{3}", decoded):
             out.append(decoded)
     return out
 
@@ -213,7 +214,8 @@ _INSTRUCTION = [
         r"\b(?:act|acting|behave|behaving|respond|speak|talk|write)\s+(?:as|like)\s+(?:an?\s+|my\s+|the\s+)?"
         r"(?:\w+\s+){0,2}(?:ai|assistant|bot|model|llm|character|persona|pirate|hacker|grandmother|grandma|"
         r"unfiltered|unrestricted|evil|dan)\b|\bpretend\s+(?:to\s+be|you\s+are|you're|that\s+you)\b|"
-        r"\brole[\s-]?play|\bimpersonat|\bplay\s+the\s+(?:role|part)\b|\b(?:take\s+on|assume)\s+the\s+(?:role|persona)\b|"
+        r"\brole[\s-]?play|\bimpersonat|\bplay\s+the\s+(?:role|part)\b|"
+        r"\b(?:take\s+on|assume)\s+the\s+(?:role|persona)\b|"
         r"\bstay\s+in\s+character\b", _F),
     re.compile(
         r"\byou\s+(?:will|must|shall|should|have\s+to|need\s+to|are\s+to|may\s+only|can\s+only)\s+"
@@ -246,9 +248,11 @@ _INSTRUCTION = [
                r"\b(?:base64|rot13|hex)[\s-]*(?:decode|encoded)\b|"
                r"\bfollow\s+(?:it|them|the\s+(?:decoded|hidden|following)\b|these\s+instructions)", _F),
     # an imperative to produce some output at the start of a clause ("..., and say HACKED", "Reply only with X")
-    re.compile(r"(?:^|[\n\r.!?;:,(]\s*|\b(?i:and|then|just|please|also|now)\s+)(?i:always\s+|only\s+|just\s+|simply\s+)?"
+    re.compile(r"(?:^|[\n\r.!?;:,(]\s*|\b(?i:and|then|just|please|also|now)\s+)"
+               r"(?i:always\s+|only\s+|just\s+|simply\s+)?"
                r"(?i:say|reply|respond|answer|output|print|repeat|echo|append|prepend|insert|reveal|leak|advertise|"
-               r"promote|end|begin|start)\s+(?:(?i:only|with|that|the\s+word|every|each|all|your)\b|[\"']|[A-Z]{2,}\b)", re.M),
+               r"promote|end|begin|start)\s+(?:(?i:only|with|that|the\s+word|every|each|all|your)\b|[\"']|"
+               r"[A-Z]{2,}\b)", re.M),
 ]
 _UNIVERSAL = [
     re.compile(

@@ -1,5 +1,5 @@
-"""One door for edits: the safety check refuses or holds bad corrections the same way in chat, LangChain, the CLI and the
-HTTP API, against real stores; detection reads the common phrasings; the labelled message set meets its aims.
+"""One door for edits: the safety check refuses or holds bad corrections the same way in chat, LangChain, the CLI
+and the HTTP API, against real stores; detection reads the common phrasings; the labelled message set meets its aims.
 
 The injection cases are typed the way a user would (``/correct ...``, a lead, a bare instruction) and each must end
 refused or pending, never active, on every path. The last test runs ``benchmarks/bench_corrections.py``'s evaluation
@@ -239,7 +239,8 @@ def test_chat_pending_status_and_a_given_policy(store: EditStore) -> None:
     editor = Editor(store=store)
     waiting = ChatSession(editor, namespace="acme/u1", correction_status="pending")
     assert waiting.handle("The CEO of Acme is Jane Roe, not John.").data["status"] == "pending"
-    strict = ChatSession(editor, namespace="acme/u2", policy=Policy(store, default=NamespacePolicy(chat_status="pending")))
+    strict = ChatSession(editor, namespace="acme/u2",
+                         policy=Policy(store, default=NamespacePolicy(chat_status="pending")))
     assert strict.handle("Actually, the CFO of Acme is John Doe.").data["status"] == "pending"
 
 

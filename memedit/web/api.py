@@ -356,7 +356,8 @@ def supersede(request: Request, edit_id: int, body: SupersedeIn) -> dict[str, An
     new = body.edit.to_edit(namespace=old.namespace, default_author=who.name)  # type: ignore[union-attr]
     try:
         with st.lock:  # the same safety check as a new edit; one it would hold is a 409 (add it instead)
-            return edit_json(st.policy.supersede(edit_id, new, actor=who.name, owns=who.can_write))  # type: ignore[union-attr]
+            replaced = st.policy.supersede(edit_id, new, actor=who.name, owns=who.can_write)  # type: ignore[union-attr]
+        return edit_json(replaced)
     except RefusedEditError as exc:
         return refused_response(exc)  # type: ignore[return-value]
 
