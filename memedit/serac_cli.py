@@ -39,15 +39,15 @@ def train(
     alpha: Optional[float] = typer.Option(None, "--alpha", help="LoRA alpha (default: 2 x rank)."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW; linear warm-up and decay)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Examples per step."),
-    holdout: float = typer.Option(0.25, "--holdout", help="Share of records held out (by sha256 of seed, subject, prompt)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split, the LoRA initialisation and the example order."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the LoRA initialisation and the example order (the split is "
+                             "the project's fixed tune / report split: only the tune side trains)."),
     eval_examples: int = typer.Option(200, "--eval-examples", help="Held-out examples scored before and after."),
     no_pool: bool = typer.Option(False, "--no-pool", help="Do not add the packaged IKE demonstration pool's examples."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an adapter already in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the adapter's metadata as JSON."),
 ) -> None:
-    """Train a LoRA adapter for SERAC's counterfactual model on CounterFact / zsRE-format data (training split only)."""
+    """Train a LoRA adapter for SERAC's counterfactual model on CounterFact / zsRE-format data (the tune side of the split only)."""
     from .errors import ValidationError
     from .methods.serac_adapter import META_FILE, WEIGHTS_FILE
     from .methods.serac_training import TrainConfig, train_serac_adapter
@@ -61,7 +61,7 @@ def train(
         if not force and any((out / f).exists() for f in (WEIGHTS_FILE, META_FILE)):
             raise ValidationError(f"{out} already holds a SERAC adapter; pass --force to overwrite it")
         cfg = TrainConfig(steps=steps, batch_size=batch_size, rank=rank, alpha=2.0 * rank if alpha is None else alpha,
-                          lr=lr, holdout=holdout, seed=seed, eval_examples=eval_examples, use_pool=not no_pool)
+                          lr=lr, seed=seed, eval_examples=eval_examples, use_pool=not no_pool)
         meta = train_serac_adapter(out, counterfact=counterfact, zsre=zsre, base=base, config=cfg,
                                    progress=not as_json, threads=threads)
     if as_json:

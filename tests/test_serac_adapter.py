@@ -22,9 +22,10 @@ from memedit.errors import ValidationError
 from memedit.eval.datasets import load_cases
 from memedit.methods.serac import SERAC, is_echo
 from memedit.methods.serac_adapter import (
-    ADAPTER_SYSTEM, META_FILE, PACKAGED_DIR, WEIGHTS_FILE, LoRAAdapter, SplitRule, exclude_training_cases,
+    ADAPTER_SYSTEM, META_FILE, PACKAGED_DIR, WEIGHTS_FILE, LoRAAdapter, content_key, exclude_training_cases,
     load_counterfactual, split_cases,
 )
+from memedit.eval.splits import DataSplit, SplitRule, default_split, normalise_key
 from memedit.methods.serac_training import TrainConfig, load_examples, train_adapter, train_serac_adapter
 
 runner = CliRunner()
@@ -131,40 +132,23 @@ def trained(tok, tmp_path_factory):
 # --------------------------------------------------------------------------- data and split
 
 
-def test_split_rule_is_the_documented_sha256_and_stable() -> None:
-    rule = SplitRule(fraction=0.25, seed=0)
-    s, p = "Danielle Darrieux", "The mother tongue of Danielle Darrieux is"
-    expected = int(hashlib.sha256(f"0\x1e{s}\x1f{p}".encode()).hexdigest()[:16], 16) / 2 ** 64
-    assert rule.score(s, p) == expected
-    assert rule.is_heldout(s, p) == (expected < 0.25)
-    keys = [(f"subject {i}", f"prompt {i} of subject {i}") for i in range(2000)]
-    first = [rule.is_heldout(*k) for k in keys]
-    assert first == [SplitRule(0.25, 0).is_heldout(*k) for k in keys]          # deterministic
-    assert 0.21 < sum(first) / len(first) < 0.29                              # about the fraction
-    other = [SplitRule(0.25, 1).is_heldout(*k) for k in keys]
-    assert other != first                                                    # the seed matters
-    assert not any(SplitRule(0.0, 0).is_heldout(*k) for k in keys[:50])
-    with pytest.raises(ValidationError):
-        SplitRule(1.0, 0)
-    with pytest.raises(ValidationError):
-        SplitRule(0.25, "0")  # type: ignore[arg-type]
-
-
 def test_split_is_disjoint_and_independent_of_order(data) -> None:
     cases = load_cases(data[0], "counterfact").cases + load_cases(data[1], "zsre").cases
-    rule = SplitRule(0.4, 3)
-    train, held = split_cases(cases, rule)
+    train, held = split_cases(cases)          # the project's tune / report split
     ids = lambda cs: {(c.source, c.case_id) for c in cs}  # noqa: E731
     assert ids(train).isdisjoint(ids(held)) and ids(train) | ids(held) == ids(cases)
     assert train and held
+    subjects = lambda cs: {normalise_key(c.edit.subject) for c in cs}  # noqa: E731
+    assert subjects(train).isdisjoint(subjects(held))
+    assert all(default_split().side_of_subject(c.edit.subject) == "report" for c in held)
     shuffled = list(cases)
     random.Random(5).shuffle(shuffled)
-    tr2, he2 = split_cases(shuffled, rule)
+    tr2, he2 = split_cases(shuffled)
     assert ids(tr2) == ids(train) and ids(he2) == ids(held)
 
 
 def test_examples_are_fact_question_answer(data) -> None:
-    rule = SplitRule(0.0, 0)  # everything on the training side
+    rule = DataSplit(SplitRule(report_fraction=1e-12))  # (almost) everything on the tune side
     train, held, info = load_examples([(data[0], "counterfact"), (data[1], "zsre")], rule, use_pool=False)
     assert held == [] and len(train) == 2 * (len(CF_ROWS) + len(ZSRE_ROWS))
     cf = [e for e in train if e.source == "counterfact"]
@@ -192,7 +176,7 @@ def test_examples_are_fact_question_answer(data) -> None:
 def test_training_lowers_the_loss_and_changes_only_lora(tok, data) -> None:
     model = tiny_model(tok)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train, held, _ = load_examples([(data[0], "counterfact"), (data[1], "zsre")], SplitRule(0.25, 0), use_pool=False)
+    train, held, _ = load_examples([(data[0], "counterfact"), (data[1], "zsre")], use_pool=False)
     res = train_adapter(model, tok, train, held, TrainConfig(**FAST))
     h = res.history
     assert len(h) == FAST["steps"]
@@ -218,7 +202,10 @@ def test_saved_adapter_round_trips_bit_for_bit(trained, tmp_path: Path) -> None:
     for key in ("base_model", "base_weights_sha256", "base_config_sha256", "lora", "data", "split", "training",
                 "heldout"):
         assert key in meta
-    assert meta["base_model"] == "tiny-llama" and meta["lora"]["rank"] == 4 and meta["split"]["fraction"] == 0.25
+    assert meta["base_model"] == "tiny-llama" and meta["lora"]["rank"] == 4
+    assert meta["split"]["sha256"] == default_split().sha256 and meta["split"]["definition"] == default_split().definition()
+    tune = [c for p, f in ((trained["cf"], "counterfact"), (trained["zsre"], "zsre")) for c in split_cases(load_cases(p, f).cases)[0]]
+    assert meta["trained_on"]["cases"] == sorted({content_key(c) for c in tune})
     assert {f["format"] for f in meta["data"]["files"]} == {"counterfact", "zsre"}
     assert meta["training"]["steps"] == FAST["steps"] and len(meta["training"]["loss_curve"]) >= 10
     # the tensors the training left in the model, rounded to float16, are exactly the saved ones
@@ -300,7 +287,7 @@ def test_serac_with_an_adapter_uses_the_short_prompt(trained, tok) -> None:
 # --------------------------------------------------------------------------- evaluation exclusion
 
 
-def test_eval_exclusion_drops_exactly_the_training_cases(trained) -> None:
+def test_eval_exclusion_drops_exactly_the_training_cases(trained, tmp_path: Path) -> None:
     meta = trained["meta"]
     for path, fmt in ((trained["cf"], "counterfact"), (trained["zsre"], "zsre")):
         cases = load_cases(path, fmt).cases
@@ -308,12 +295,24 @@ def test_eval_exclusion_drops_exactly_the_training_cases(trained) -> None:
         info = next(f for f in meta["data"]["files"] if f["format"] == fmt)
         assert dropped == info["train_cases"] and len(kept) == info["heldout_cases"]
         # no kept case asks a question the adapter trained on, and every dropped one does
-        train, _, _ = load_examples([(path, fmt)], SplitRule.from_dict(meta["split"]), use_pool=False)
+        train, _, _ = load_examples([(path, fmt)], use_pool=False)
         trained_questions = {e.question for e in train}
         kept_ids = {c.case_id for c in kept}
         for c in cases:
             asked = {p.question for p in c.probes if p.kind in ("reliability", "generalization")}
             assert (c.case_id in kept_ids) == asked.isdisjoint(trained_questions)
+    # cases the adapter never saw are all kept, whatever side of the split their subjects hash to
+    unseen = write_counterfact(tmp_path / "unseen.jsonl", [
+        (f"Person {i}", f"The mother tongue of Person {i} is", "Welsh", "Irish", f"Person {i} speaks")
+        for i in range(40)])
+    cases = load_cases(unseen, "counterfact").cases
+    assert any(default_split().side_of_subject(c.edit.subject) == "tune" for c in cases)
+    assert exclude_training_cases(cases, trained["out"]) == (cases, 0)
+    # an adapter that does not say what it trained on cannot vouch for held-out cases
+    legacy = {k: v for k, v in meta.items() if k != "trained_on"}
+    LoRAAdapter(LoRAAdapter.load(trained["out"]).tensors, legacy).save(tmp_path / "legacy")
+    with pytest.raises(ValidationError, match="does not record the cases it trained on"):
+        exclude_training_cases(cases, tmp_path / "legacy")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -328,7 +327,7 @@ def _cli(*args: str):
 @pytest.mark.parametrize("extra, message", [
     (["--steps", "0"], "steps must be an integer >= 1"),
     (["--rank", "0"], "rank must be an integer >= 1"),
-    (["--holdout", "1.5"], "held-out fraction"),
+    (["--batch-size", "0"], "batch-size must be an integer >= 1"),
     (["--lr", "-1"], "lr must be a positive number"),
     (["--threads", "0"], "threads must be a positive integer"),
 ])
@@ -380,7 +379,8 @@ def test_cli_trains_a_local_model_directory(tok, data, tmp_path: Path) -> None:
 @pytest.mark.skipif(not (PACKAGED_DIR / META_FILE).is_file(), reason="no packaged SERAC adapter in this checkout")
 def test_packaged_adapter_is_small_valid_and_the_default() -> None:
     ad = LoRAAdapter.load("packaged")
-    assert ad.base_model == "smollm2-135m-instruct" and ad.split == SplitRule(0.25, 0)
+    assert ad.base_model == "smollm2-135m-instruct" and ad.split["sha256"] == default_split().sha256
+    assert ad.trained_on and len(ad.trained_on) > 1000
     assert sum(f.stat().st_size for f in PACKAGED_DIR.iterdir()) < 3 * 2 ** 20
     assert all(t.dtype == torch.float16 for t in ad.tensors.values())
     files = {f["path"]: f for f in ad.meta["data"]["files"]}

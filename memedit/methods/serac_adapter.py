@@ -1,9 +1,6 @@
 """SERAC's trained counterfactual adapter at run time: the prompt format, the split, loading and merging.
 
->>> from memedit.methods.serac_adapter import SplitRule, adapter_messages
->>> rule = SplitRule(fraction=0.25, seed=0)
->>> rule.is_heldout("Danielle Darrieux", "The mother tongue of Danielle Darrieux is") in (True, False)
-True
+>>> from memedit.methods.serac_adapter import adapter_messages
 >>> [m["role"] for m in adapter_messages(["The CEO of Acme is Jane Roe"], "Who runs Acme?")]
 ['system', 'user']
 
@@ -18,11 +15,11 @@ the object alone. This module is what SERAC needs to *use* one:
 * **format**: a short system line and one user turn, ``New fact: "..."`` lines
   and ``Question: ...`` (the same quoting as IKE, so stored text cannot steer
   the prompt), no demonstrations, rendered with the model's chat template.
-* **split**: a record is held out when ``sha256(seed, subject, prompt)``
-  falls below ``fraction`` (:class:`SplitRule`); deterministic across
-  processes and machines, and independent of file order. The adapter records
-  its rule, so ``memedit eval run --heldout-of DIR`` drops every case on the
-  training side and an adapter is never scored on its training cases.
+* **split**: an adapter trains only on the *tune* side of the project's one
+  split (:mod:`memedit.eval.splits`, by subject) and records the split's
+  definition and sha256, plus the content key of every case it trained on
+  (:func:`content_key`), so ``memedit eval run --heldout-of DIR`` drops exactly
+  those cases and an adapter is never scored on its training cases.
 * **files**: ``serac-adapter.safetensors`` (``<module>.lora_A`` ``[r, in]`` and
   ``<module>.lora_B`` ``[out, r]`` per adapted linear layer) and
   ``serac-adapter.json`` (base model name and fingerprints, rank, alpha,
@@ -78,59 +75,43 @@ def case_key(subject: str, prompt: str) -> str:
     return f"{subject}\x1f{prompt}"
 
 
-@dataclass(frozen=True)
-class SplitRule:
-    """Held out: ``int(sha256(f"{seed}\\x1e{subject}\\x1f{prompt}")[:16], 16) / 2**64 < fraction``."""
+def content_key(case: "EvalCase") -> str:
+    """A case's content, hashed: ``sha256(subject \x1f filled prompt \x1f target_new)[:16]``.
 
-    fraction: float = 0.25
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) \
-                or not 0.0 <= float(self.fraction) < 1.0:
-            raise ValidationError(f"the held-out fraction must be a number in [0, 1), got {self.fraction!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValidationError(f"the split seed must be an integer, got {self.seed!r}")
-
-    def score(self, subject: str, prompt: str) -> float:
-        digest = hashlib.sha256(f"{self.seed}\x1e{case_key(subject, prompt)}".encode("utf-8")).hexdigest()
-        return int(digest[:16], 16) / 2.0 ** 64
-
-    def is_heldout(self, subject: str, prompt: str) -> bool:
-        return self.score(subject, prompt) < self.fraction
-
-    def case_is_heldout(self, case: "EvalCase") -> bool:
-        return self.is_heldout(case.edit.subject or "", case.edit.filled_prompt())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"fraction": float(self.fraction), "seed": self.seed,
-                "rule": "held out iff int(sha256(f'{seed}\\x1e{subject}\\x1f{prompt}')[:16], 16) / 2**64 < fraction; "
-                        "prompt = the record's prompt (subject filled in)"}
-
-    @classmethod
-    def from_dict(cls, d: Any) -> "SplitRule":
-        if not isinstance(d, dict):
-            raise ValidationError("the adapter's split rule must be an object with fraction and seed")
-        return cls(fraction=d.get("fraction"), seed=d.get("seed"))  # type: ignore[arg-type]
+    Adapters record the content keys of every case they trained on, so an
+    evaluation drops exactly those cases, whatever file they come from.
+    """
+    e = case.edit
+    text = f"{e.subject or ''}\x1f{e.filled_prompt() if e.prompt else e.statement or ''}\x1f{e.target_new or ''}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def split_cases(cases: Sequence["EvalCase"], rule: SplitRule) -> tuple[list["EvalCase"], list["EvalCase"]]:
-    """``(train, heldout)``: the cases on each side of ``rule``, in their order."""
-    train, held = [], []
+def split_cases(cases: Sequence["EvalCase"], data_split: Any = None) -> tuple[list["EvalCase"], list["EvalCase"]]:
+    """``(tune, report)``: the cases on each side of the project's split (:mod:`memedit.eval.splits`)."""
+    from ..eval.splits import default_split
+
+    split = data_split if data_split is not None else default_split()
+    tune, report = [], []
     for c in cases:
-        (held if rule.case_is_heldout(c) else train).append(c)
-    return train, held
+        (report if split.side_of_subject(c.edit.subject or "") == "report" else tune).append(c)
+    return tune, report
 
 
 def exclude_training_cases(cases: Sequence["EvalCase"], adapter: "str | Path | LoRAAdapter") -> tuple[list["EvalCase"], int]:
-    """The cases an adapter did not train on, and how many were dropped (every case on the training side).
+    """The cases an adapter did not train on, and how many were dropped.
 
-    Cases are dropped by the adapter's split rule, whatever file they come
-    from, so a case the adapter trained on can never be kept.
+    A case is dropped when its content (:func:`content_key`) is among the
+    adapter's recorded training cases, so cases from files the adapter never
+    saw are all kept. An adapter without that record (made before it existed)
+    cannot say what it trained on and is refused.
     """
     ad = adapter if isinstance(adapter, LoRAAdapter) else LoRAAdapter.load(adapter)
-    train, held = split_cases(cases, ad.split)
-    return held, len(train)
+    trained = ad.trained_on
+    if trained is None:
+        raise ValidationError(f"{ad.path or 'the adapter'} does not record the cases it trained on (made by an older "
+                              "memedit); retrain it with 'memedit serac train' to evaluate it on held-out cases")
+    kept = [c for c in cases if content_key(c) not in trained]
+    return kept, len(cases) - len(kept)
 
 
 # --------------------------------------------------------------------------- model helpers
@@ -193,7 +174,7 @@ class LoRAAdapter:
         if m.get("version") != FORMAT_VERSION:
             raise ValidationError(f"{where} has adapter format version {m.get('version')!r}; this memedit reads "
                                   f"{FORMAT_VERSION}")
-        for key in ("base_model", "base_weights_sha256", "lora", "split"):
+        for key in ("base_model", "base_weights_sha256", "lora"):
             if key not in m:
                 raise ValidationError(f"{where}: metadata lacks {key!r}")
         lora = m["lora"]
@@ -201,7 +182,12 @@ class LoRAAdapter:
             self.rank, self.scale = int(lora["rank"]), float(lora["scale"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"{where}: bad lora metadata ({exc})") from exc
-        self.split = SplitRule.from_dict(m["split"])
+        self.split = m.get("split")
+        trained = m.get("trained_on")
+        if trained is not None and not (isinstance(trained, dict) and isinstance(trained.get("cases"), list)
+                                        and all(isinstance(k, str) for k in trained["cases"])):
+            raise ValidationError(f"{where}: 'trained_on' must be an object with a list of case keys")
+        self.trained_on: frozenset[str] | None = None if trained is None else frozenset(trained["cases"])
         modules = {k.rsplit(".", 1)[0] for k in self.tensors}
         if not modules:
             raise ValidationError(f"{where} holds no LoRA tensors")

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import ValidationError
-from .serac_adapter import (ADAPTER_SYSTEM, DEFAULT_BASE, FORMAT, FORMAT_VERSION, LoRAAdapter, SplitRule,
-                            adapter_messages, base_config, base_fingerprint, config_sha256, split_cases)
+from .serac_adapter import (ADAPTER_SYSTEM, DEFAULT_BASE, FORMAT, FORMAT_VERSION, LoRAAdapter, adapter_messages,
+                            base_config, base_fingerprint, config_sha256, content_key, split_cases)
 
 if TYPE_CHECKING:  # pragma: no cover - heavy imports stay out of module import time
     import torch
@@ -109,11 +109,18 @@ def pool_examples() -> tuple[list[Example], str]:
     return out, file_sha256(POOL_PATH)
 
 
-def load_examples(files: Sequence[tuple[str | Path, str]], rule: SplitRule, *, use_pool: bool = True
+def load_examples(files: Sequence[tuple[str | Path, str]], data_split: Any = None, *, use_pool: bool = True
                   ) -> tuple[list[Example], list[Example], dict[str, Any]]:
-    """``(train, heldout, info)`` from ``[(path, format), ...]``; ``info`` records files, hashes and counts."""
-    from ..eval.datasets import load_cases
+    """``(train, heldout, info)`` from ``[(path, format), ...]``: the tune side trains, the report side is held out.
 
+    ``info`` records files, hashes, counts, the split (definition and sha256)
+    and the content key of every case trained on (``info["trained_on"]``).
+    """
+    from ..eval.datasets import load_cases
+    from ..eval.splits import default_split
+
+    split = data_split if data_split is not None else default_split()
+    trained_on: list[str] = []
     if not files:
         raise ValidationError("no training data: give a CounterFact and/or a zsRE-format file")
     train: list[Example] = []
@@ -125,14 +132,15 @@ def load_examples(files: Sequence[tuple[str | Path, str]], rule: SplitRule, *, u
             raise ValidationError(f"{path} has no usable {fmt} records ({loaded.total} read, {loaded.skipped} skipped)")
         df = DataFile(path=Path(path).name, format=fmt, sha256=file_sha256(path), records=loaded.total,
                       cases=len(loaded.cases), skipped=loaded.skipped)
-        tr, he = split_cases(loaded.cases, rule)
+        tr, he = split_cases(loaded.cases, split)
+        trained_on.extend(content_key(c) for c in tr)
         for side, cases, sink in (("train", tr, train), ("heldout", he, held)):
             exs = [e for c in cases for e in case_examples(c)]
             sink.extend(exs)
             setattr(df, f"{side}_cases", len(cases))
             setattr(df, f"{side}_examples", len(exs))
         data.append(asdict(df))
-    info: dict[str, Any] = {"files": data}
+    info: dict[str, Any] = {"files": data, "split": split.record(), "trained_on": sorted(set(trained_on))}
     if use_pool:
         pool, sha = pool_examples()
         train.extend(pool)
@@ -252,7 +260,6 @@ class TrainConfig:
     lr: float = 1e-3
     warmup: int = 10
     weight_decay: float = 0.0
-    holdout: float = 0.25
     seed: int = 0
     targets: tuple[str, ...] = DEFAULT_TARGETS
     distractor_rate: float = 0.2
@@ -288,11 +295,8 @@ class TrainConfig:
             raise ValidationError("save-dtype must be float16, bfloat16 or float32")
         if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
             raise ValidationError("targets must be a non-empty list of module names")
-        SplitRule(self.holdout, self.seed)
-
-    @property
-    def split(self) -> SplitRule:
-        return SplitRule(self.holdout, self.seed)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValidationError(f"seed must be an integer, got {self.seed!r}")
 
 
 @dataclass
@@ -450,9 +454,11 @@ def train_serac_adapter(out: str | Path, *, counterfact: str | Path | None = Non
     if out.exists() and not out.is_dir():
         raise ValidationError(f"--out {out} exists and is not a directory")
     files = [(p, f) for p, f in ((counterfact, "counterfact"), (zsre, "zsre")) if p is not None]
-    train, held, info = load_examples(files, config.split, use_pool=config.use_pool)
+    train, held, info = load_examples(files, use_pool=config.use_pool)
     if not any(e.source != "pool" for e in train):
-        raise ValidationError("the split left no benchmark case for training; lower --holdout")
+        raise ValidationError("no benchmark case is on the tune side of the split: nothing to train on")
+    trained_on = info.pop("trained_on")
+    split_record = info.pop("split")
 
     if model is None:
         from ..models.registry import load_causal_lm
@@ -474,7 +480,8 @@ def train_serac_adapter(out: str | Path, *, counterfact: str | Path | None = Non
         "prompt": {"system": config.system, "user": 'New fact: "<statement>" (one line per in-scope edit)\\n'
                    "Question: <question>", "chat_template": bool(getattr(tok, "chat_template", None)),
                    "loss": "answer tokens + end-of-turn token"},
-        "data": info, "split": config.split.to_dict(),
+        "data": info, "split": split_record,
+        "trained_on": {"key": "sha256(subject \\x1f filled prompt \\x1f target_new)[:16]", "cases": trained_on},
         "training": {"steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
                      "warmup": config.warmup, "schedule": "linear warm-up, then linear decay to 0.1 lr",
                      "optimizer": "AdamW", "weight_decay": config.weight_decay, "grad_clip": 1.0,
