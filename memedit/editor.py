@@ -107,6 +107,11 @@ class Editor:
 
         ``meta``: extra JSON data kept with the edit (e.g. ``{"origin": "chat"}``,
         which :mod:`memedit.policy` reads to require review before commits).
+        The same safety check as every other way in (:mod:`memedit.safety`):
+        instructions, prompt markup, answers for every question, vague
+        statements and opinions raise :class:`~memedit.safety.RefusedEditError`
+        (nothing stored); encoded or look-alike text is stored ``pending`` with
+        the reason in its ``meta``.
         """
         ns = namespace or self.namespace
         who = author or self.author
@@ -115,10 +120,20 @@ class Editor:
                              paraphrases=paraphrases, statement=statement, namespace=ns, author=who, source=source)
         else:
             edit = Edit.text(statement, namespace=ns, author=who, source=source)  # type: ignore[arg-type]
-        if meta:
-            from dataclasses import replace
+        from dataclasses import replace
 
-            edit = replace(edit, meta=dict(meta)).validated()
+        from .policy import HELD_FLAG
+        from .safety import HOLD, REFUSE, RefusedEditError, assess_edit
+
+        verdict = assess_edit(edit)
+        if verdict.action == REFUSE:
+            raise RefusedEditError(verdict)
+        extra = dict(meta or {})
+        if verdict.action == HOLD:
+            status = "pending"
+            extra.update(flag=HELD_FLAG, hold_rule=verdict.rule, hold_reason=verdict.reason)
+        if extra:
+            edit = replace(edit, meta=extra).validated()
         return self.store.add(edit, status=status)
 
     def commit(self, edit_ids: Iterable[int] | None = None, *, min_uses: int = 1, namespace: str | None = None,
