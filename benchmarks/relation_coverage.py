@@ -20,6 +20,15 @@ that none is a copy), so the figures measure how the phrasings generalise.
 P131 and P276 have the same templates word for word, and P1308's
 ("The [X] is __") says nothing about the relation: 44 of 44 is not reachable.
 Prints one line per relation and the totals; exits 1 when the data is absent.
+
+    python benchmarks/relation_coverage.py --cloze-forms 12 [--model smollm2-135m-instruct]
+
+``--cloze-forms N`` measures instead which of each relation's own cloze forms
+the model completes best: up to N single-hop facts per relation from the
+**tune** side of the project's MQuAKE split (``memedit.eval.splits``; the
+report side is never read), each form after the relation's few-shot
+examples, greedy, scored with the MQuAKE evaluator's matcher. The catalogue's
+main cloze is the best form when it beats the first-written one by 2 or more.
 """
 from __future__ import annotations
 
@@ -27,8 +36,10 @@ import argparse
 import json
 import logging
 import os
+import random
 import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,6 +88,47 @@ def coverage(folder: Path, catalogue: Catalogue | None = None) -> dict[str, obje
             "rows": rows}
 
 
+def cloze_form_accuracy(data_file: Path, per_relation: int, model: str, seed: int = 0,
+                        catalogue: Catalogue | None = None) -> dict[str, list[dict[str, object]]]:
+    """Per relation, each cloze form's single-hop accuracy on tune-side MQuAKE facts (see the module docstring)."""
+    from memedit.eval.mquake import hit, load_mquake
+    from memedit.eval.splits import DataSplit, read_jsonl_records
+    from memedit.methods.multihop import clean_answer, complete_lines, fold
+    from memedit.models.backends import as_backend
+
+    cases = load_mquake(data_file)
+    sides = DataSplit.for_data_dir(data_file.parent.parent).mquake_sides(read_jsonl_records(data_file))
+    facts: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = defaultdict(dict)
+    for case, side in zip(cases, sides):
+        if side != "tune":  # choosing a form is tuning: the report side stays unseen
+            continue
+        for h in (*case.single_hops, *case.new_single_hops):
+            facts[h.relation].setdefault(fold(h.subject), (h.subject, h.answers))
+    cat = catalogue or Catalogue.load()
+    rng = random.Random(seed)
+    jobs = []  # (relation id, form, prompt, accepted answers)
+    for rid in sorted(facts):
+        if rid not in cat:
+            continue
+        items = sorted(facts[rid].values())
+        rel = cat[rid]
+        for subject, answers in rng.sample(items, min(per_relation, len(items))):
+            for form in rel.clozes:
+                shots = [f"{form.format(s)} {o}." for s, o in rel.examples[:3] if fold(s) != fold(subject)]
+                jobs.append((rid, form, "\n".join([*shots, form.format(subject)]), answers))
+    backend = as_backend(model)
+    outs: list[str] = []
+    for i in range(0, len(jobs), 16):
+        outs += complete_lines(backend, [j[2] for j in jobs[i:i + 16]], 12)
+    tally: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for (rid, form, _, answers), out in zip(jobs, outs):
+        t = tally[rid][form]
+        t[0] += hit(clean_answer(out), answers)
+        t[1] += 1
+    return {rid: [{"form": f, "right": tally[rid][f][0], "facts": tally[rid][f][1]} for f in cat[rid].clozes]
+            for rid in tally}
+
+
 def default_folder() -> Path:
     """``$MEMEDIT_DATA_DIR/mquake``, else ``../shared/data/mquake`` from the project's root."""
     env = os.environ.get("MEMEDIT_DATA_DIR")
@@ -89,8 +141,29 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder with MQuAKE's cloze-templates.json and question-templates.json")
     ap.add_argument("--json", type=Path, help="write the figures and every reading here")
     ap.add_argument("--verbose", action="store_true", help="one line per relation, not only the misses")
+    ap.add_argument("--cloze-forms", type=int, default=0, metavar="N",
+                    help="instead: each cloze form's single-hop accuracy on up to N tune-side facts per relation")
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="the model for --cloze-forms")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for --cloze-forms")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.cloze_forms:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        data_file = args.data / "mquake-cf-dev.jsonl"
+        if not data_file.is_file():
+            print(f"no {data_file}", file=sys.stderr)
+            return 1
+        forms = cloze_form_accuracy(data_file, args.cloze_forms, args.model)
+        for rid, rows in forms.items():
+            best = max(rows, key=lambda r: r["right"])
+            better = best is not rows[0] and best["right"] >= rows[0]["right"] + 2  # type: ignore[operator]
+            print(f"{rid:>6}  " + " | ".join(f"{r['right']}/{r['facts']} {r['form']!r}" for r in rows)
+                  + (f"  -> better: {best['form']!r}" if better else ""))
+        if args.json:
+            args.json.write_text(json.dumps(forms, indent=1, ensure_ascii=False), encoding="utf-8")
+        return 0
     missing = [n for n in ("cloze-templates.json", "question-templates.json") if not (args.data / n).is_file()]
     if missing:
         print(f"no {', '.join(missing)} in {args.data}", file=sys.stderr)

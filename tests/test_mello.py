@@ -60,7 +60,7 @@ def test_catalogue_is_well_formed(catalogue: Catalogue) -> None:
         assert r.id.startswith("P") and r.phrases and r.examples, r.id
         assert r.question == r.questions[0] and r.cloze == r.clozes[0], r.id
         assert all(f.count("{}") == 1 for f in (*r.questions, *r.clozes)), r.id
-    assert catalogue["P36"].cloze_for("France") == "France's capital city is"
+    assert catalogue["P36"].cloze_for("France") == "The seat of government of France is"
     assert catalogue["P36"].question_for("France") == "Which city is France's capital?"
     with pytest.raises(ValidationError):
         catalogue["P999999"]
