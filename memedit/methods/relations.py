@@ -16,6 +16,9 @@ of object it points to (``country``), relation phrases (``"citizenship"``,
 ``"national of"``), several question forms and several statement (cloze)
 forms with ``{}`` for the subject (the first of each is the main form), and
 three well-known real facts used as few-shot examples for single-hop answers.
+Which of a relation's own cloze forms is the main one was chosen by how well
+SmolLM2-135M completes it on the tune side of the project's MQuAKE split
+(``benchmarks/relation_coverage.py --cloze-forms``); no wording came from there.
 
 MQuAKE's template files (``question-templates.json``, ``cloze-templates.json``)
 were used to choose which relations to cover and are used afterwards only to
