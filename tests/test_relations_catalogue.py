@@ -41,7 +41,11 @@ _TOKEN = re.compile(r"\{\}|'s|[^\W_]+", re.UNICODE)
 
 def normalise(text: str) -> str:
     """Case-folded, placeholders (``[X]``, ``{}``, ``__``) unified as ``{}``, whitespace collapsed, trailing
-    punctuation and a trailing object blank dropped ("[X] is a citizen of __" -> "{} is a citizen of")."""
+    punctuation and a trailing placeholder dropped ("[X] is a citizen of __" -> "{} is a citizen of").
+
+    A cloze template ends with the object's blank and ours end before the object; dropping any trailing
+    placeholder does the same to both sides of a comparison, so it never hides a difference.
+    """
     t = _PLACEHOLDER.sub(" {} ", text.casefold())
     t = re.sub(r"\s+", " ", t).strip()
     while True:
