@@ -51,8 +51,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 ModelOpt = Annotated[str, typer.Option(
     "--model", "-m", help="Base model: a registered name (see 'memedit models list') or a local directory.")]
 PolicyOpt = Annotated[str, typer.Option(
-    "--policy", help="How an in-scope question is answered: 'ike' (the base model, prompted with the edit), "
-                     "'serac' (a separate counterfactual model) or 'auto'.")]
+    "--policy", help="How an in-scope question is answered: 'auto' (the route measured best for the model: SERAC "
+                     "with its trained adapter for the packaged ones), 'ike' (the base model, prompted with the "
+                     "edit) or 'serac' (a separate counterfactual model).")]
 StatusOpt = Annotated[str, typer.Option(
     "--correction-status", help="'active': a correction answers at once; 'pending': it waits for 'memedit approve'.")]
 
@@ -92,7 +93,7 @@ def _used_line(data: dict[str, Any]) -> str:
 def ask_command(
     question: Annotated[str, typer.Argument(help="The question, e.g. 'Who is the current president of the US?'")],
     store: StoreOpt = None, namespace: NsOpt = DEFAULT_NAMESPACE, model: ModelOpt = DEFAULT_MODEL,
-    policy: PolicyOpt = "ike", as_json: JsonOpt = False,
+    policy: PolicyOpt = "auto", as_json: JsonOpt = False,
     trace: Annotated[bool, typer.Option("--trace", help="Show the steps behind the answer (MeLLo's hops).")] = False,
 ) -> None:
     """Answer a question through the stored edits; show the route and the edits used."""
@@ -165,7 +166,7 @@ def chat_command(
         "--demo", help="Play a short built-in conversation (corrections, then questions) on a throw-away store "
                        "unless --store is given.")] = False,
     store: StoreOpt = None, namespace: NsOpt = DEFAULT_NAMESPACE, model: ModelOpt = DEFAULT_MODEL,
-    policy: PolicyOpt = "ike", correction_status: StatusOpt = "active", as_json: JsonOpt = False,
+    policy: PolicyOpt = "auto", correction_status: StatusOpt = "active", as_json: JsonOpt = False,
 ) -> None:
     """Chat with the model; corrections ('/correct ...', 'Actually, X is Y.') become stored edits.
 

@@ -25,9 +25,10 @@ Routes:
   question, as on the base route, and answers from its edited weights.
 
 ``policy`` picks among in-scope routes: ``"ike"``, ``"serac"``, ``"auto"``
-(IKE when the base model is local, SERAC when it is remote, so a big remote
-model is never sent edited facts it may ignore), or a callable ``(question,
-used) -> route``. More routes plug in with :meth:`Router.register` (MeLLo for
+(the route that measured best on the report side for this base model,
+:mod:`memedit.route_choice`; for a model nobody measured, IKE when it is local
+and SERAC when it is remote, so a big remote model is never sent edited facts
+it may ignore), or a callable ``(question, used) -> route``. More routes plug in with :meth:`Router.register` (MeLLo for
 multi-hop questions is meant to: a method whose ``generate`` runs several
 steps, chosen by a policy that recognises multi-hop questions).
 
@@ -286,14 +287,30 @@ class Router:
         if callable(policy):
             route = policy(question, list(used))
         elif policy == "auto":
-            # A local model is cheap to prompt and follows its own context; a remote one may be large,
-            # costly, or shared, and SERAC keeps edited facts away from it.
-            route = "ike" if self.base.is_local else "serac"
+            route = self._auto_route()
         else:
             route = policy
         if not isinstance(route, str) or route not in self.methods:
             raise ValidationError(f"policy chose route {route!r}, but only {sorted(self.methods)} are available")
         return route
+
+    def _auto_route(self) -> str:
+        """``policy="auto"``: the route measured best for this base model, else IKE (local) or SERAC (remote).
+
+        The measured choices (:mod:`memedit.route_choice`) come from report-side
+        evaluations; SERAC is only taken on them while it has its trained adapter.
+        A local model nobody measured is cheap to prompt and follows its own
+        context; a remote one may be large, costly, or shared, and SERAC keeps
+        edited facts away from it.
+        """
+        from .route_choice import measured_route
+
+        if not self.base.is_local:
+            return "serac"
+        best = measured_route(getattr(self.base, "name", None))
+        if best == "serac" and getattr(self.methods.get("serac"), "adapter", None) is None:
+            best = None
+        return best if best in self.methods else "ike"
 
     def _claimed(self, question: str, namespace: str) -> str | None:
         """A route whose method claims the question outright (MeLLo: multi-hop questions), else None."""

@@ -101,7 +101,7 @@ class RecordingChat(FakeListChatModel):
                          ids=["text-edits", "fact-edits"])
 def test_seed_scenario_ike(seed, store: EditStore, lm: LocalLM, classifier) -> None:
     ids = seed(store)
-    editor = Editor(model=lm, store=store, classifier=classifier)
+    editor = Editor(model=lm, store=store, classifier=classifier, policy="ike")
     for question, expected, which in SEED_QUESTIONS:
         a = editor.ask(question)
         assert a.route == "ike", (question, a.route, [c.to_dict() for c in a.candidates])

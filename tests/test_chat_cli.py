@@ -182,7 +182,7 @@ def test_ask_base_and_in_scope(app: typer.Typer, db: Path) -> None:
     r = runner.invoke(app, ["ask", "Who is the current president of the US?", "--store", str(db)])
     assert r.exit_code == 0, r.output
     assert "Trump" in r.stdout.splitlines()[0]                               # the answer comes first
-    assert "route: ike" in r.stdout
+    assert "route: serac" in r.stdout        # policy auto: the route measured best for the packaged model
     assert re.search(rf"[│┃]\s*{edit.id}\s*[│┃]", r.stdout)                 # the edit used, in the table
 
 
@@ -214,7 +214,7 @@ def test_chat_demo(app: typer.Typer) -> None:
     assert president_id in president["data"]["edit_ids"] and "Trump" in president["reply"]
     assert france["route"] == "base" and "Paris" in france["reply"]
     text = runner.invoke(app, ["chat", "--demo"]).output                     # the transcript as people read it
-    assert text.count("you>") == len(DEMO_SCRIPT) and "[route: base]" in text and "[route: ike |" in text
+    assert text.count("you>") == len(DEMO_SCRIPT) and "[route: base]" in text and "[route: serac |" in text
 
 
 def test_memedit_cli_mounts_the_commands() -> None:

@@ -83,7 +83,7 @@ def test_candidates_are_active_uncommitted_fact_edits_used_enough(store):
 def test_no_commits_means_no_model_load(store):
     a, _ = _two_facts(store)
     store.record_use([a.id])
-    ed = Editor(model="smollm2-135m-instruct", store=store)
+    ed = Editor(model="smollm2-135m-instruct", store=store, policy="ike")
     assert ed.prepare(Q_ALICE).route == "ike"
     assert ed.commit(min_uses=1, dry_run=True).candidates == [a.id]
     assert not ed.base.loaded, "routing and a dry run must not load the model while the store has no commits"
