@@ -133,7 +133,8 @@ class SERAC:
         """
         text = backend.chat(prepared.messages, prepared.max_new_tokens)
         targets = [u.edit.target_new for u in prepared.used if u.edit.target_new]
-        if self.adapter is None or not is_echo(text, prepared.question, targets):
+        subjects = [u.edit.subject for u in prepared.used if u.edit.target_new and u.edit.subject]
+        if self.adapter is None or not is_echo(text, prepared.question, targets, subjects):
             return text, []
         retry = self.prompt.messages(prepared.question, prepared.used)
         second = backend.chat(retry, prepared.max_new_tokens)
@@ -154,17 +155,32 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.casefold())
 
 
-def is_echo(answer: str, question: str, targets: Sequence[str] = ()) -> bool:
+def is_echo(answer: str, question: str, targets: Sequence[str] = (), subjects: Sequence[str] = ()) -> bool:
     """Whether ``answer`` only repeats words of ``question`` in order (e.g. "Hung-yi Lee" to "Who is Hung-yi Lee?").
 
     An answer that is one of ``targets`` (the in-scope edits' new objects) is
-    never an echo, even when the question names it ("Prague is a twin city
-    of" -> "Prague").
+    an echo only when the question names that object but none of the edits'
+    ``subjects``: a reverse question ("Who is Hung-yi Lee?" after "the most
+    handsome person in the world is Hung-yi Lee"), whose answer is the fact,
+    not the name. When the question names a subject ("Prague is a twin city
+    of" -> "Prague", the edit's new object) the answer stands.
 
     >>> is_echo("Hung-yi Lee.", "Who is Hung-yi Lee?"), is_echo("English", "What is the mother tongue of X?")
     (True, False)
+    >>> is_echo("Hung-yi Lee", "Who is Hung-yi Lee?", ["Hung-yi Lee"], ["the world"])
+    True
+    >>> is_echo("Prague", "Prague is a twin city of", ["Prague"], ["Prague"])
+    False
     """
     a, q = _words(answer), _words(question)
-    if not a or any(a == _words(t) for t in targets):
+    if not a or not _contains(q, a):
         return False
-    return any(q[i:i + len(a)] == a for i in range(len(q) - len(a) + 1))
+    if any(a == _words(t) for t in targets):
+        named = [w for w in (_words(s) for s in subjects) if w]
+        return bool(named) and not any(_contains(q, w) for w in named)
+    return True
+
+
+def _contains(words: Sequence[str], part: Sequence[str]) -> bool:
+    part = list(part)
+    return any(list(words[i:i + len(part)]) == part for i in range(len(words) - len(part) + 1))
