@@ -67,6 +67,20 @@ def test_zsre_loader(tmp_path: Path) -> None:
     assert alias.sub_kind == "Subject_Aliasing" and (alias.prob_pos, alias.prob_neg) == ("mezzo soprano", "soprano")
 
 
+def test_zsre_locality_probes_that_ask_the_edited_relation_are_set_aside(tmp_path: Path) -> None:
+    rec = dict(ZSRE[0], subject="Butterfly Cluster", prompt="What constellation is home to Butterfly Cluster?",
+               target_new="Orion", rephrase_prompt="Which constellation holds Butterfly Cluster?",
+               locality={"Relation_Specificity": [
+                   {"prompt": "The constellation of Butterfly Cluster is", "ground_truth": ["Scorpius"]},
+                   {"prompt": "The distance from Earth of Butterfly Cluster is", "ground_truth": ["1,600 ly"]}]})
+    path = _write(tmp_path / "z.jsonl", [rec])
+    res = load_cases(path, "zsre")
+    locality = [p.question for p in res.cases[0].probes if p.kind == "locality"]
+    assert locality == ["The distance from Earth of Butterfly Cluster is"] and res.same_relation_locality == 1
+    kept = load_cases(path, "zsre", keep_same_relation_locality=True)
+    assert len([p for p in kept.cases[0].probes if p.kind == "locality"]) == 2 and kept.same_relation_locality == 0
+
+
 def test_missing_and_malformed(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="no data file"):
         load_cases(tmp_path / "nope.jsonl", "counterfact")

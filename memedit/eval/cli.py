@@ -112,6 +112,9 @@ def run(
                                                 "with --policy serac; 'none': prompted); implies --heldout-of it."),
     heldout_of: Optional[str] = typer.Option(None, "--heldout-of", help="Drop every case this SERAC adapter "
                                              "(directory or 'packaged') trained on (by content), before sampling."),
+    keep_same_relation_locality: bool = typer.Option(False, "--keep-same-relation-locality", help="zsRE: keep the "
+                                                     "locality probes that ask the edited relation itself (KnowEdit "
+                                                     "label noise; set aside and counted by default)."),
     side: str = typer.Option("report", "--side", help="report | tune | all: which side of the project's tune / "
                              "report split (memedit.eval.splits, by subject) to sample from; report by default."),
 ) -> None:
@@ -134,7 +137,7 @@ def run(
         from .splits import check_side, default_split
 
         check_side(side)
-        loaded = load_cases(data, format)
+        loaded = load_cases(data, format, keep_same_relation_locality=keep_same_relation_locality)
         split = default_split()
         candidates = split.select(loaded.cases, [split.side_of_subject(c.edit.subject or "") for c in loaded.cases],
                                   side)
@@ -156,6 +159,9 @@ def run(
             console.print(f"--heldout-of {heldout_of}: dropped {dropped} of {before} cases (the adapter trained on "
                           f"them); {len(candidates)} left")
         cases = sample(candidates, limit or None, seed)
+        if loaded.same_relation_locality:
+            console.print(f"{loaded.same_relation_locality} zsRE locality probes ask the edited relation itself and are "
+                          "set aside (--keep-same-relation-locality keeps them)")
         console.print(f"{loaded.total} records in {data}; {loaded.skipped} skipped (subject not in prompt, or target_new = old answer); "
                       f"evaluating {len(cases)} (seed {seed})"
                       + (f"; fewer than --limit {limit}" if limit and len(cases) < limit else ""))
@@ -173,7 +179,8 @@ def run(
                   "policy": policy, "classifier": str(classifier) if classifier else "packaged",
                   "max_new_tokens": max_new_tokens, "records": loaded.total, "skipped": loaded.skipped,
                   "serac_adapter": "none" if prompt_only else serac_adapter, "heldout_of": heldout_of,
-                  "dropped_training_cases": dropped, "side": side, "split_sha256": split.sha256}
+                  "dropped_training_cases": dropped, "side": side, "split_sha256": split.sha256,
+                  "same_relation_locality_set_aside": loaded.same_relation_locality}
         reports: dict[str, dict[str, Any]] = {}
         base = None
         for m in modes:

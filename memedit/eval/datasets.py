@@ -67,6 +67,8 @@ class LoadResult:
     total: int = 0
     skipped: int = 0
     skipped_ids: list[str] = field(default_factory=list)
+    #: zsRE locality probes set aside because they ask the edited relation of the edited subject
+    same_relation_locality: int = 0
 
 
 def _template(subject: str, prompt: str) -> str | None:
@@ -154,8 +156,28 @@ def load_counterfact(path: str | Path) -> LoadResult:
     return res
 
 
-def load_zsre(path: str | Path) -> LoadResult:
-    """zsRE/KnowEdit records: subject, prompt, target_new, ground_truth[], rephrase_prompt, locality{}, portability{}."""
+def same_relation(probe_question: str, edit_prompt: str, subject: str) -> bool:
+    """Whether a locality probe asks the edited relation itself: they share a content word outside the subject.
+
+    KnowEdit's zsRE ``Relation_Specificity`` probes are meant to ask the edited
+    subject about *another* relation, but many ask the edited one in other words
+    ("The constellation of Butterfly Cluster is" after "What constellation is home
+    to Butterfly Cluster? -> Orion"), whose right answer after the edit is the new
+    object. This is the rule the scope classifier's training already used to drop
+    such probes (:func:`memedit.scope_train._relation_words`).
+    """
+    from ..scope_train import _relation_words
+
+    return bool(_relation_words(probe_question, subject) & _relation_words(edit_prompt, subject))
+
+
+def load_zsre(path: str | Path, *, keep_same_relation_locality: bool = False) -> LoadResult:
+    """zsRE/KnowEdit records: subject, prompt, target_new, ground_truth[], rephrase_prompt, locality{}, portability{}.
+
+    Locality probes that ask the edited relation itself (:func:`same_relation`)
+    are set aside and counted in :attr:`LoadResult.same_relation_locality`,
+    unless ``keep_same_relation_locality``.
+    """
     res = LoadResult(path=str(path), format="zsre", cases=[])
     for where, rec in _read_jsonl(path):
         res.total += 1
@@ -180,6 +202,9 @@ def load_zsre(path: str | Path) -> LoadResult:
                     q = _str(item, "prompt", w)
                     gts = _strs(item.get("ground_truth"), "ground_truth", w)
                     if kind == "locality":
+                        if not keep_same_relation_locality and same_relation(q, prompt, subject):  # type: ignore[arg-type]
+                            res.same_relation_locality += 1
+                            continue
                         probes.append(Probe(kind, q, gts, gts[0], new, sub))  # type: ignore[arg-type]
                     else:
                         # a probability test needs a competitor: the old answer, when the expected one is the new target
@@ -194,11 +219,13 @@ def load_zsre(path: str | Path) -> LoadResult:
     return res
 
 
-def load_cases(path: str | Path, format: str) -> LoadResult:  # noqa: A002
+def load_cases(path: str | Path, format: str, *, keep_same_relation_locality: bool = False) -> LoadResult:  # noqa: A002
     """Load ``path`` in ``format`` ("counterfact" or "zsre")."""
     if format not in FORMATS:
         raise ValidationError(f"format must be one of {FORMATS}, got {format!r}")
-    return load_counterfact(path) if format == "counterfact" else load_zsre(path)
+    if format == "counterfact":
+        return load_counterfact(path)
+    return load_zsre(path, keep_same_relation_locality=keep_same_relation_locality)
 
 
 def sample(cases: Sequence[EvalCase], n: int | None, seed: int = 0) -> list[EvalCase]:
