@@ -21,23 +21,15 @@ ACME_EDIT = "The CEO of Acme is Jane Roe."        # what examples/chatbot_correc
 ACME_QUESTION = "Who is the CEO of Acme?"          # bob's in-scope question there
 
 
-#: the pool entry behind the bug, as it was shipped before the pool renamed its company
-OLD_ACME_ENTRY = PoolEntry(
-    relation="ceo", fact="The CEO of Acme Corporation is Priya Raman.", subject="Acme Corporation",
-    prompt="The CEO of Acme Corporation is", question="Who runs Acme Corporation?", answer="Priya Raman",
-    reverse_question="Who is Priya Raman?", reverse_answer="Priya Raman is the CEO of Acme Corporation.",
-    retain_subject="Tesla", retain_prompt="The CEO of Tesla is", retain_answer="Elon Musk")
-
-
 @pytest.fixture(scope="module")
 def pool() -> DemonstrationPool:
     return DemonstrationPool.load()
 
 
 @pytest.fixture(scope="module")
-def pool_with_acme(pool: DemonstrationPool) -> DemonstrationPool:
-    """The packaged pool plus the old Acme entry: the filter, not the renaming, must keep it out."""
-    return DemonstrationPool([*pool.entries, OLD_ACME_ENTRY], pool.embedder)
+def acme(pool: DemonstrationPool) -> PoolEntry:
+    """The packaged entry behind the bug: "The CEO of Acme Corporation is Priya Raman."."""
+    return next(e for e in pool.entries if e.answer == "Priya Raman")
 
 
 def _entry_of(demo_fact: str, pool: DemonstrationPool) -> PoolEntry:
@@ -52,45 +44,48 @@ def _assert_no_overlap(demos, texts: list[str], pool: DemonstrationPool) -> None
         assert not shared, (d, sorted(shared))
 
 
-# --------------------------------------------------------------------------- the filter, on the real pool
-
-
-def test_the_packaged_pool_has_no_acme(pool: DemonstrationPool) -> None:
-    """Users type "Acme" (the project's own examples do): the pool keeps clear of it, besides the filter."""
-    for e in pool.entries:
-        text = " ".join(str(v) for v in vars(e).values() if v)
-        assert "acme" not in fold_words(text), e
-
-
-@pytest.mark.parametrize("k, retain", [(4, 1), (8, 2), (2, 0)])
-def test_the_acme_question_shows_no_acme_demonstration(pool_with_acme: DemonstrationPool, k: int,
-                                                       retain: int) -> None:
-    # Unfiltered, the old Acme entry is among the best candidates for this question (it was the last
-    # demonstration shown); filtered, it never appears and the next best entries fill its place.
-    excluded = pool_with_acme.excluded([ACME_QUESTION, ACME_EDIT])
-    acme_index = len(pool_with_acme) - 1
-    assert excluded.get(acme_index) == {"acme"}
-    unfiltered = pool_with_acme.select(*_vectors(pool_with_acme, ACME_QUESTION, ACME_EDIT), k=k, retain=retain)
-    assert OLD_ACME_ENTRY.fact in [d.fact for d in unfiltered]
-    demos = IKE(pool_with_acme, k=k, retain=retain).demonstrations(ACME_QUESTION, [ACME_EDIT])
-    assert len(demos) == k
-    for d in demos:
-        assert "acme" not in fold_words(f"{d.fact} {d.prompt} {d.answer}"), d
-    _assert_no_overlap(demos, [ACME_QUESTION, ACME_EDIT], pool_with_acme)
-
-
 def _vectors(pool: DemonstrationPool, question: str, statement: str):
+    """The edit and question vectors IKE.demonstrations computes, for calling select() without the filter."""
     from memedit.methods.prompting import question_line
 
     fact, q = pool.embedder.encode([statement, question_line(question)])
     return fact, q
 
 
-def test_the_acme_prompt_never_shows_the_acme_entry(pool_with_acme: DemonstrationPool) -> None:
-    msgs = IKE(pool_with_acme, k=8, retain=2).build(ACME_QUESTION, [ACME_EDIT])
+# --------------------------------------------------------------------------- the filter, on the real pool
+
+
+@pytest.mark.parametrize("k, retain", [(4, 1), (8, 2), (2, 0)])
+def test_the_acme_question_shows_no_acme_demonstration(pool: DemonstrationPool, acme: PoolEntry, k: int,
+                                                       retain: int) -> None:
+    # Unfiltered, the Acme entry is among the best candidates for this question (it was the last demonstration
+    # shown, and its answer was the answer); filtered, it never appears and the next best entries take its place.
+    excluded = pool.excluded([ACME_QUESTION, ACME_EDIT])
+    assert excluded.get(pool.entries.index(acme)) == {"acme"}
+    unfiltered = pool.select(*_vectors(pool, ACME_QUESTION, ACME_EDIT), k=k, retain=retain)
+    assert acme.fact in [d.fact for d in unfiltered]
+    demos = IKE(pool, k=k, retain=retain).demonstrations(ACME_QUESTION, [ACME_EDIT])
+    assert len(demos) == k
+    for d in demos:
+        assert "acme" not in fold_words(f"{d.fact} {d.prompt} {d.answer}"), d
+        assert "Priya Raman" not in (d.answer, d.leak_answer), d
+    _assert_no_overlap(demos, [ACME_QUESTION, ACME_EDIT], pool)
+
+
+def test_the_acme_prompt_never_shows_the_acme_entry(pool: DemonstrationPool) -> None:
+    msgs = IKE(pool, k=8, retain=2).build(ACME_QUESTION, [ACME_EDIT])
     text = "\n".join(m["content"] for m in msgs[:-1])
-    assert "Acme" not in text
+    assert "Acme" not in text and "Priya" not in text
     assert msgs[-1]["content"].endswith(f"Question: {ACME_QUESTION}")
+
+
+def test_the_relation_users_correct_most_has_several_answers(pool: DemonstrationPool) -> None:
+    """Same-relation copies: with one CEO entry, its answer read as *the* CEO answer to a 135M model."""
+    ceo = [e for e in pool.entries if e.relation == "ceo"]
+    assert len({e.answer for e in ceo}) >= 3 and len({e.subject for e in ceo}) == len(ceo)
+    # with the Acme entry withheld, the Acme question still sees CEO demonstrations of other companies
+    demos = IKE(pool).demonstrations(ACME_QUESTION, [ACME_EDIT])
+    assert any(_entry_of(d.fact, pool).relation == "ceo" for d in demos)
 
 
 def test_a_name_in_the_question_excludes_every_entry_answering_with_it(pool: DemonstrationPool) -> None:
@@ -151,9 +146,9 @@ def test_the_requested_number_comes_back_when_the_pool_allows(pool: Demonstratio
         _assert_no_overlap(demos, [question, edit], pool)
 
 
-def test_a_tiny_pool_gives_fewer_demonstrations_never_a_leaking_one(embedder) -> None:
+def test_a_tiny_pool_gives_fewer_demonstrations_never_a_leaking_one(acme: PoolEntry, embedder) -> None:
     entries = [
-        OLD_ACME_ENTRY,
+        acme,
         PoolEntry(relation="capital", fact="The capital of Kenya is Accra.", subject="Kenya",
                   prompt="The capital of Kenya is", question="What city serves as the capital of Kenya?",
                   answer="Accra", retain_subject="Egypt", retain_prompt="The capital of Egypt is",
@@ -260,21 +255,31 @@ def test_reverse_demonstrations_leak_through_their_object(pool: DemonstrationPoo
 # --------------------------------------------------------------------------- the example, on the real model
 
 
+#: bob's correction in examples/chatbot_corrections.py, as chat capture stores it ("No, the CEO of Acme is Jane
+#: Roe now." -> a fact edit with the user's sentence), and as a plain text edit
+ACME_EDITS = {
+    "captured-fact": lambda: Edit.fact("Acme", "The CEO of {} is", "Jane Roe", statement=ACME_EDIT,
+                                       namespace="users/bob"),
+    "text": lambda: Edit.text(ACME_EDIT, namespace="users/bob"),
+}
+
+
 @pytest.mark.slow
-def test_the_chatbot_example_answers_with_the_edit_not_a_demonstration(tmp_path: Path, embedder) -> None:
+@pytest.mark.parametrize("kind", sorted(ACME_EDITS))
+def test_the_chatbot_example_answers_with_the_edit_not_a_demonstration(kind: str, tmp_path: Path, embedder) -> None:
     """examples/chatbot_corrections.py: bob's "Who is the CEO of Acme?" after "the CEO of Acme is Jane Roe"."""
     from memedit.models.backends import LocalLM
 
     lm = LocalLM.from_name("smollm2-135m-instruct", max_new_tokens=48)   # the example's answer length
     with EditStore(tmp_path / "chatbot.db", embedder=embedder) as store:
-        store.add(Edit.text(ACME_EDIT, namespace="default"))
-        editor = Editor(model=lm, store=store, policy="ike")
+        store.add(ACME_EDITS[kind]())
+        editor = Editor(model=lm, store=store, policy="ike", namespace="users/bob")
         answer = editor.ask(ACME_QUESTION)
-    assert answer.route == "ike" and answer.used and answer.used[0].edit.statement == ACME_EDIT
+    assert answer.route == "ike" and answer.used, (answer.route, [c.to_dict() for c in answer.candidates])
     shown = shown_answers(answer.trace)
     assert len(shown) == 4
     facts = [d["fact"] for step in answer.trace for d in step.get("demonstrations", [])]
     assert not any("acme" in fold_words(f) for f in facts), facts
-    assert "jane roe" in answer.text.casefold(), answer.text
-    assert "priya" not in answer.text.casefold(), answer.text
-    assert not demonstration_leak(answer.text, shown, ["Jane Roe"])
+    assert "jane roe" in answer.text.casefold(), (answer.text, shown)
+    assert "priya" not in answer.text.casefold(), answer.text   # the old Acme demonstration's answer
+    assert not demonstration_leak(answer.text, shown, ["Jane Roe"]), (answer.text, shown)

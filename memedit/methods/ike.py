@@ -49,6 +49,12 @@ Acme?" next to the edit "The CEO of Acme is Jane Roe." drew the demonstration
   question withholds the "Acme Corporation" entry. The next best clean entries
   take its place; when too few are left the prompt has fewer demonstrations.
 
+The filter stops entity leaks, not every copy: a small model also repeats the
+answer of a demonstration of the *same relation* about another subject. The
+pool softens that by showing the relation users correct most (the CEO of a
+company) with three companies and three different answers, so no one answer
+reads as the relation's; :func:`demonstration_leak` counts what remains.
+
 :meth:`IKE.prompt` returns the demonstrations it showed with the messages; the
 router records them as the first step of the trace
 (``{"step": "ike-demonstrations", "demonstrations": [...], "answers": [...]}``
@@ -169,7 +175,7 @@ class Demonstration:
 class PoolEntry:
     """One hand-written counterfactual fact with its in-scope and out-of-scope probes.
 
-    ``subject`` is what the fact is about ("Norvale Biotech"; for a
+    ``subject`` is what the fact is about ("Acme Corporation"; for a
     superlative, the description without a generic scope: "the richest
     person"), ``retain_subject`` what the retain prompt is about. A pool
     without them is filtered on every word of ``fact`` and ``retain_prompt``
@@ -285,8 +291,8 @@ class DemonstrationPool:
         folded, whole words only).
 
         >>> pool = DemonstrationPool.load()
-        >>> [pool.entries[i].fact for i in pool.excluded(["Who is the CEO of Norvale Biotech?"])]
-        ['The CEO of Norvale Biotech is Priya Raman.']
+        >>> [pool.entries[i].fact for i in pool.excluded(["Who is the CEO of Acme?"])]
+        ['The CEO of Acme Corporation is Priya Raman.']
         """
         words = {w for t in texts for w in fold_words(t)}
         out: dict[int, frozenset[str]] = {}
