@@ -327,6 +327,10 @@ def _field(text: str, name: str) -> str | None:
 def format_trace(trace: Sequence[dict[str, Any]]) -> str:
     """The trace as indented lines for a terminal.
 
+    >>> print(format_trace([{"step": "ike-demonstrations", "demonstrations": [
+    ...     {"kind": "update", "fact": "The capital of Australia is Perth.", "answer": "Perth"}]}]))
+    IKE prompt with 1 demonstration(s)
+      update: 'The capital of Australia is Perth.' -> 'Perth'
     >>> print(format_trace([{"step": "hop", "index": 0, "subquestion": "Who founded X?", "tentative_answer": "A",
     ...                      "answer": "B", "source": "edit", "edit_id": 3, "contradiction": True, "retrieved": []}]))
     hop 1: Who founded X?
@@ -361,4 +365,11 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
             lines.append(f"stopped: {step['reason']}")
         elif kind == "final":
             lines.append(f"final answer: {step['answer']}")
+        elif kind == "ike-demonstrations":
+            shown = step.get("demonstrations", [])
+            lines.append(f"IKE prompt with {len(shown)} demonstration(s)")
+            for d in shown:
+                lines.append(f"  {d.get('kind')}: {d.get('fact')!r} -> {d.get('answer')!r}")
+        elif kind == "serac-echo":
+            lines.append(f"SERAC's adapter echoed the question ({step.get('adapter_answer')!r}); asked again prompted")
     return "\n".join(lines)
