@@ -101,8 +101,8 @@ def clean_text(value: Any, name: str, max_len: int, *, required: bool = True, mu
 def relation_key(prompt: str) -> str:
     """The relation a prompt template expresses, for 'same subject + relation' supersession.
 
-    >>> relation_key("The  capital of {} is ")
-    'the capital of {} is'
+    >>> relation_key("The  chief executive of {} is ")
+    'the chief executive of {} is'
     """
     key = re.sub(r"\s+", " ", prompt.casefold()).strip()
     return key.rstrip(" ?.!:")

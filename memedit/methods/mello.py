@@ -3,12 +3,12 @@
 >>> from memedit import EditStore, Edit
 >>> from memedit.methods.mello import MeLLo
 >>> store = EditStore("stores/demo.db")                                              # doctest: +SKIP
->>> store.add(Edit.fact("Ellie Kemper", "{} is a citizen of", "Croatia"))          # doctest: +SKIP
+>>> store.add(Edit.fact("Ada Lovelace", "{} holds citizenship of", "Kenya"))       # doctest: +SKIP
 >>> mello = MeLLo(store, "smollm2-135m-instruct")                                    # doctest: +SKIP
->>> a = mello.answer("Who is the head of state of the country Ellie Kemper is a citizen of?")  # doctest: +SKIP
+>>> a = mello.answer("Who is the head of state of the country Ada Lovelace holds citizenship of?")  # doctest: +SKIP
 >>> [(h["subquestion"], h["answer"], h["source"]) for h in a.trace if h["step"] == "hop"]  # doctest: +SKIP
-[('What is the country of citizenship of Ellie Kemper?', 'Croatia', 'edit'),
- ('Who is the head of state of Croatia?', 'Kolinda Grabar-Kitarović', 'model')]
+[('Which country is Ada Lovelace a national of?', 'Kenya', 'edit'),
+ ("Who is Kenya's head of state?", 'William Ruto', 'model')]
 
 Two ways of running the paper's loop (sub-question, tentative answer,
 retrieved edit, contradiction check, next hop; at most ``max_hops``):

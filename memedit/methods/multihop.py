@@ -1,9 +1,9 @@
 """Multi-hop decomposition that does not depend on a large model's reasoning.
 
 >>> from memedit.methods.multihop import decompose
->>> d = decompose("Who is the head of state of the country that Ellie Kemper is a citizen of?")  # doctest: +SKIP
->>> d.entity, [m.relation.id for m in d.relations]                                             # doctest: +SKIP
-('Ellie Kemper', ['P27', 'P35'])
+>>> d = decompose("Who is the head of state of the country that Ada Lovelace holds citizenship of?")  # doctest: +SKIP
+>>> d.entity, [m.relation.id for m in d.relations]                                                   # doctest: +SKIP
+('Ada Lovelace', ['P27', 'P35'])
 
 A small model (SmolLM2-135M, Gemma-3-270m) cannot split a free-text question
 into sub-questions by few-shot prompting. This module does it without the
@@ -460,8 +460,8 @@ def _scan_occurrences(q_fold: str, names: Iterable[str]) -> list[tuple[int, int]
 class SubjectNames:
     r"""Known entity names, found in a question by dictionary lookups of its word-bounded spans.
 
-    >>> names = SubjectNames(["Ellie Kemper", "Croatia"])
-    >>> names.occurrences("who is the head of state of the country ellie kemper is a citizen of?")
+    >>> names = SubjectNames(["Ada Lovelace", "Kenya"])
+    >>> names.occurrences("who is the head of state of the country ada lovelace holds citizenship of?")
     [(40, 52)]
 
     Matches what one ``(?<!\w)name(?!\w)`` regular expression per name

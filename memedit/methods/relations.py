@@ -6,7 +6,7 @@
 "Which city is France's capital?"
 >>> cat["P27"].clozes[:2]
 ('{} is a national of', '{} holds citizenship of')
->>> cat.relation_of_template("{} is a citizen of")[0].id      # doctest: +SKIP
+>>> cat.relation_of_template("{} holds a passport from")[0].id      # doctest: +SKIP
 'P27'
 
 The catalogue (``memedit/resources/relations.json``, version 2) was written
@@ -185,7 +185,7 @@ class Catalogue:
         return [(self.relations[int(j)], float(s[i, j])) for i, j in enumerate(best)]
 
     def relation_of_template(self, template: str) -> tuple[Relation, float]:
-        """The relation a fact edit's prompt template (``"{} is a citizen of"``) expresses, and how sure.
+        """The relation a fact edit's prompt template (``"{} holds a passport from"``) expresses, and how sure.
 
         The template with a placeholder subject is compared with every
         relation's phrases, cloze form and question form; cached per template.
