@@ -1,9 +1,10 @@
 """One tune / report split of every evaluation file, grouped by subject.
 
->>> from memedit.eval.splits import DEFAULT_SPLIT
->>> DEFAULT_SPLIT.side_of_subject("Danielle Darrieux") in ("tune", "report")
+>>> from memedit.eval.splits import default_split
+>>> split = default_split()              # the split of ../shared/data (read once per process)
+>>> split.side_of_subject("Danielle Darrieux") in ("tune", "report")
 True
->>> DEFAULT_SPLIT.side_of_subject("danielle  darrieux") == DEFAULT_SPLIT.side_of_subject("Danielle Darrieux")
+>>> split.side_of_subject("danielle  darrieux") == split.side_of_subject("Danielle Darrieux")
 True
 
 Everything memedit trains, tunes or chooses (the scope classifier, SERAC's
@@ -279,13 +280,3 @@ def default_split() -> DataSplit:
     if _DEFAULT is None:
         _DEFAULT = DataSplit.for_data_dir()
     return _DEFAULT
-
-
-class _DefaultSplitProxy:
-    """``DEFAULT_SPLIT.x`` reads the default split lazily (the MQuAKE file is read on first use)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(default_split(), name)
-
-
-DEFAULT_SPLIT: Any = _DefaultSplitProxy()
