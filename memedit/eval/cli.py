@@ -160,7 +160,7 @@ def run(
                           f"them); {len(candidates)} left")
         cases = sample(candidates, limit or None, seed)
         if loaded.same_relation_locality:
-            console.print(f"{loaded.same_relation_locality} zsRE locality probes ask the edited relation itself and are "
+            console.print(f"{loaded.same_relation_locality} zsRE locality probes in the file ask the edited relation itself, "
                           "set aside (--keep-same-relation-locality keeps them)")
         console.print(f"{loaded.total} records in {data}; {loaded.skipped} skipped (subject not in prompt, or target_new = old answer); "
                       f"evaluating {len(cases)} (seed {seed})"
