@@ -360,13 +360,12 @@ def load_zsre(path: Path, limit: int | None = None) -> list[EditCase]:
         reph = str(row.get("rephrase_prompt") or "").strip()
         if reph and reph != prompt:
             case.questions.append((reph, "zsre_rephrase"))
-        own_words = _relation_words(prompt, subject)
         for probe in (row.get("locality") or {}).get("Relation_Specificity", []):
             if probe.get("prompt"):
                 text = str(probe["prompt"]).strip()
                 # KnowEdit's Relation_Specificity probes sometimes ask the edited relation itself
                 # ("The record label of X is" for "What is X's record label?"): not a near miss
-                if own_words & _relation_words(text, subject):
+                if asks_same_relation(text, prompt, subject):
                     case.dropped_near_misses += 1
                 else:
                     case.near_misses.append((text, "zsre_locality"))
@@ -376,6 +375,15 @@ def load_zsre(path: Path, limit: int | None = None) -> list[EditCase]:
                     case.eval_only.append((str(probe["prompt"]).strip(), "zsre_portability"))
         cases.append(case)
     return cases
+
+
+def asks_same_relation(probe: str, edit_prompt: str, subject: str) -> bool:
+    """Whether ``probe`` asks the relation of ``edit_prompt``: they share a content word outside ``subject``.
+
+    The rule for KnowEdit's mislabelled locality probes, used by the classifier's
+    training (dropped as near misses) and by the evaluation (set aside).
+    """
+    return bool(_relation_words(probe, subject) & _relation_words(edit_prompt, subject))
 
 
 def _relation_words(text: str, subject: str) -> set[str]:

@@ -164,11 +164,11 @@ def same_relation(probe_question: str, edit_prompt: str, subject: str) -> bool:
     ("The constellation of Butterfly Cluster is" after "What constellation is home
     to Butterfly Cluster? -> Orion"), whose right answer after the edit is the new
     object. This is the rule the scope classifier's training already used to drop
-    such probes (:func:`memedit.scope_train._relation_words`).
+    such probes (:func:`memedit.scope_train.asks_same_relation`).
     """
-    from ..scope_train import _relation_words
+    from ..scope_train import asks_same_relation
 
-    return bool(_relation_words(probe_question, subject) & _relation_words(edit_prompt, subject))
+    return asks_same_relation(probe_question, edit_prompt, subject)
 
 
 def load_zsre(path: str | Path, *, keep_same_relation_locality: bool = False) -> LoadResult:
