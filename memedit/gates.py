@@ -14,7 +14,13 @@ Every gate runs with the deltas applied *temporarily*; the model leaves
   answer (``target_true``, or the model's own greedy answer before the edit),
   by mean per-token log-probability;
 * **perplexity**: perplexity on held-out text does not rise past a ratio;
-* **neighborhood**: unrelated probe prompts keep their greedy next token.
+* **neighborhood**: unrelated probe prompts keep their greedy next token;
+* then, when ``chat`` is on and every gate above passed, the **chat gates**
+  (:mod:`memedit.chat_gates`): the committed model is asked each edit's
+  questions as a user asks them (chat template, greedy) and must answer with
+  the new target (``chat_efficacy``, ``chat_paraphrase``, ``chat_reverse``),
+  keep writing the subject's name (``subject_name``) and keep the answers of
+  unrelated questions and of the subject's neighbours (``chat_unrelated``).
 
 Half of that work measures the model *before* the commit (held-out
 perplexity, the probes' answers, greedy old answers), which does not depend
@@ -58,11 +64,21 @@ class GateConfig:
     max_relative_norm: float = 0.5       # ||delta||_F / ||W||_F per parameter
     heldout_texts: Sequence[str] | None = None   # default: memedit/resources/gate-heldout.json
     probes: Sequence[str] | None = None          # default: memedit/resources/gate-probes.json
+    # chat gates (memedit.chat_gates): what users get from the committed model
+    chat: bool = True                    # ask the chat questions (off: cloze gates only, e.g. tiny test models)
+    chat_max_new_tokens: int = 48        # answer length, the router's default
+    min_chat_efficacy: float = 1.0       # fraction of edits whose direct question gets the new target
+    min_chat_paraphrase: float = 0.5     # fraction of paraphrase questions that get it
+    min_chat_reverse: float = 0.0        # fraction of reverse questions that name the subject (measured; see docs)
+    min_subject_kept: float = 1.0        # fraction of prompts about the subject that still write its name
+    min_chat_unrelated_kept: float = 0.95  # fraction of unrelated questions (right before) still right
+    chat_probes: Sequence[dict[str, Any]] | None = None  # default: memedit/resources/chat-probes.json
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["heldout_texts"] = "default" if self.heldout_texts is None else len(self.heldout_texts)
         d["probes"] = "default" if self.probes is None else len(self.probes)
+        d["chat_probes"] = "default" if self.chat_probes is None else len(self.chat_probes)
         return d
 
 
@@ -198,6 +214,8 @@ class Measured:
     perplexity: float
     probe_answers: list[list[int]]
     old_greedy: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    #: greedy chat answers on these weights: ``{"<max_new_tokens>:<chat template digest>": {prompt: answer}}``
+    chat: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class GateCache:
@@ -284,6 +302,7 @@ def run_gates(model: Any, tok: Any, edits: Sequence[Edit], deltas: Sequence[LowR
         before = Measured(perplexity(model, tok, heldout), greedy_tokens(model, tok, probes))
         if cache is not None:
             cache.put(cache.key(weights, inputs), before)
+    after_measured: Measured | None = None
     olds = old_answers(model, tok, edits, memo=before.old_greedy)
     ppl_before, probe_before = before.perplexity, before.probe_answers
     with temporarily_applied(model, list(deltas)):
@@ -300,7 +319,8 @@ def run_gates(model: Any, tok: Any, edits: Sequence[Edit], deltas: Sequence[LowR
             for d in deltas:
                 after_weights[d.param] = _tensor_digest(get_parameter(model, d.param))
             if set(after_weights) == set(weights):  # a delta named an alias (tied weight): no safe shortcut
-                cache.put(cache.key(after_weights, inputs), Measured(ppl_after, probe_after))
+                after_measured = Measured(ppl_after, probe_after)
+                cache.put(cache.key(after_weights, inputs), after_measured)
     efficacy = sum(p["ok"] for p in prefer) / max(len(prefer), 1)
     results.append(GateResult("efficacy", efficacy >= cfg.min_efficacy, efficacy, cfg.min_efficacy, {"edits": prefer}))
     ratio = ppl_after / ppl_before
@@ -310,4 +330,23 @@ def run_gates(model: Any, tok: Any, edits: Sequence[Edit], deltas: Sequence[LowR
     kept = 1 - len(changed) / max(len(probes), 1)
     results.append(GateResult("neighborhood", kept >= cfg.min_neighborhood_kept, kept, cfg.min_neighborhood_kept,
                               {"changed": changed}))
+    if cfg.chat and all(g.passed for g in results):
+        results += _chat_gates(model, tok, edits, deltas, cfg, before, after_measured)
     return results
+
+
+def _chat_gates(model: Any, tok: Any, edits: Sequence[Edit], deltas: Sequence[LowRankDelta], cfg: GateConfig,
+                before: Measured, after: Measured | None) -> list[GateResult]:
+    """The chat gates (:mod:`memedit.chat_gates`), answers memoised per weights state like the other measurements."""
+    from .chat_gates import answers, chat_gate_results, chat_questions
+    from .models.backends import LocalLM
+
+    lm = LocalLM(model, tok, max_new_tokens=cfg.chat_max_new_tokens)
+    plan = chat_questions(edits, cfg.chat_probes)
+    # answers depend on the answer length and the chat template (the weights and tokens are the cache's key)
+    template = hashlib.sha1(str(getattr(tok, "chat_template", None)).encode()).hexdigest()[:16]
+    key = f"{cfg.chat_max_new_tokens}:{template}"
+    asked_before = answers(lm, plan.before_prompts(), before.chat.setdefault(key, {}))
+    with temporarily_applied(model, list(deltas)):
+        asked_after = answers(lm, plan.after_prompts(), after.chat.setdefault(key, {}) if after else None)
+    return chat_gate_results(plan, asked_before, asked_after, cfg)

@@ -19,7 +19,7 @@ from memedit.methods.rome import RomeHParams
 
 torch.set_num_threads(1)
 #: gates measured on in-vocabulary text; thresholds as a product would set them for a real model
-TINY_GATES = GateConfig(min_efficacy=1.0, max_perplexity_ratio=1.5, min_neighborhood_kept=0.5,
+TINY_GATES = GateConfig(chat=False, min_efficacy=1.0, max_perplexity_ratio=1.5, min_neighborhood_kept=0.5,
                         max_relative_norm=2.0, heldout_texts=SENTENCES[:8], probes=[s.rsplit(" ", 2)[0] for s in SENTENCES])
 
 

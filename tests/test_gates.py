@@ -56,16 +56,23 @@ def _verdicts(results):
 def test_cached_gates_give_the_uncached_verdicts_commit_after_commit(tok, deltas):
     cached_model, plain_model = make_model("llama", len(tok)), make_model("llama", len(tok))
     cache = GateCache()
+    asked_chat = []
     for edit, ds in zip(EDITS, deltas):
         plain = run_gates(plain_model, tok, [edit], ds, GATES, cache=None)
         first = run_gates(cached_model, tok, [edit], ds, GATES, cache=cache)
         again = run_gates(cached_model, tok, [edit], ds, GATES, cache=cache)  # everything "before" is cached now
         assert _verdicts(first) == _verdicts(plain) == _verdicts(again)
-        assert [g.name for g in plain] == ["finite", "norm", "efficacy", "perplexity", "neighborhood"]
+        names = [g.name for g in plain]
+        assert names[:5] == ["finite", "norm", "efficacy", "perplexity", "neighborhood"]
+        # the chat gates are asked only of a commit every cloze gate let through
+        chat = ["chat_efficacy", "chat_paraphrase", "chat_reverse", "subject_name", "chat_unrelated"]
+        assert names[5:] == (chat if all(g.passed for g in plain[:5]) else [])
+        asked_chat.append(bool(names[5:]))
         apply_deltas(cached_model, ds)  # the commit lands, as the ledger does it
         apply_deltas(plain_model, ds)
     # miss on the base weights only: the second commit's "before" is the first commit's "after"
     assert (cache.misses, cache.hits) == (1, 3)
+    assert any(asked_chat), "the chat gates must have been compared cached and uncached at least once"
 
 
 def test_cache_notices_any_change_of_the_weights(tok, deltas):
