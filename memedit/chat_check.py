@@ -23,8 +23,8 @@ relation phrasings (:mod:`memedit.methods.relations`): the **direct**
 question is the edit's own prompt when that already is a question ("What is
 the twin city of Lyon?"), else the main question form of the relation the
 prompt expresses ("In which nation does Logatec lie?"), else the cloze asked
-as a request to complete it. **Paraphrases** are the relation's other
-question forms and the edit's own paraphrases that are questions. A
+as a request to complete it. **Paraphrases** are the edit's own paraphrases
+that are questions, then the relation's other question forms. A
 **reverse** question ("Who is Jane Roe?") exists where the relation points at
 a person. **Name probes** ask about the subject itself, to see that a commit
 leaves the model able to write the subject's name.
@@ -98,13 +98,13 @@ def edit_questions(edit: "Edit", catalogue: "Catalogue | None" = None,
         direct = rel.question_for(subject)
     else:
         direct = f'Complete the sentence: "{edit.filled_prompt().rstrip()} ..."'
-    paraphrases: list[str] = []
-    if rel is not None:
-        paraphrases += [q.format(subject) for q in rel.questions]
+    paraphrases: list[str] = []  # the edit's own question-shaped paraphrases first, then the relation's forms
     for p in edit.paraphrases:
         q = _question_part(p.replace("{}", subject))
         if q is not None and answer_matches(q, [subject]):
             paraphrases.append(q)
+    if rel is not None:
+        paraphrases += [q.format(subject) for q in rel.questions]
     paraphrases = [p for p in dict.fromkeys(paraphrases) if p != direct][:max_paraphrases]
     reverse = f"Who is {edit.target_new}?" if rel is not None and rel.type in REVERSE_TYPES else None
     names = tuple(p.format(subject) for p in NAME_PROBES)
@@ -135,6 +135,21 @@ def check_answer(answer: str, question: str, edits: Sequence["Edit"]) -> dict[st
     expected = [expected_answer(question, e)[1] for e in facts]
     ok = any(answer_matches(answer, [x]) for x in expected)
     return {"ok": ok, "expected": expected, "edits": [e.id for e in facts]}
+
+
+def check_committed_answer(answer: str, question: str, used: Sequence[Any]) -> dict[str, Any]:
+    """The router's check of a weights-route answer, over the question's in-scope edits (``UsedEdit``).
+
+    The edits whose own fact the question asks (``UsedEdit.asks_fact``, set by
+    the router's fact check when it has one) are checked; when it marked none,
+    every in-scope fact edit is (a question the check cannot vouch for falls
+    back to the memory, which has the edit in view). Adds ``"checked"``:
+    ``"asks_fact"`` or ``"in_scope"``.
+    """
+    asked = [u.edit for u in used if getattr(u, "asks_fact", False)]
+    result = check_answer(answer, question, asked or [u.edit for u in used])
+    result["checked"] = "asks_fact" if asked else "in_scope"
+    return result
 
 
 def name_kept(before: str, after: str, subject: str) -> bool:

@@ -22,7 +22,12 @@ Routes:
   its context; the base model is not called (:mod:`memedit.methods.serac`).
 * ``"weights"``: every in-scope edit is committed into the (local) base
   model's weights (:mod:`memedit.committed`), so the base model gets the bare
-  question, as on the base route, and answers from its edited weights.
+  question, as on the base route, and answers from its edited weights. The
+  answer is checked against the edits (:func:`memedit.chat_check.check_committed_answer`:
+  the new target in it, or the subject for a reverse question); one that
+  misses is replaced by the memory route's answer (the policy's route, as if
+  nothing were committed), and the trace's ``weights-check`` step says which
+  and why.
 
 ``policy`` picks among in-scope routes: ``"ike"``, ``"serac"``, ``"auto"``
 (the route that measured best on the report side for this base model,
@@ -382,31 +387,72 @@ class Router:
                         max_new_tokens=self.max_new_tokens, trace=steps)
 
     # ---- answering -----------------------------------------------------------------
-    def run(self, prepared: Prepared) -> Answer:
-        """Generate the answer for a prepared question and record which edits it used."""
+    def _generate(self, prepared: Prepared) -> tuple[str, list[dict[str, Any]]]:
+        """The answer of ``prepared``'s route and the trace steps its method recorded."""
         method = self.methods[prepared.route]
-        trace: list[dict[str, Any]] = list(prepared.trace)
-        t0 = time.perf_counter()
         try:
             generate = getattr(method, "generate", None)
             if generate is not None:
-                text, steps = generate(prepared.backend, prepared)
-                trace.extend(steps)
-            else:
-                text = prepared.backend.chat(prepared.messages, self.max_new_tokens)
+                return generate(prepared.backend, prepared)
+            return prepared.backend.chat(prepared.messages, self.max_new_tokens), []
         except MemeditError:
             raise  # already says what went wrong (a model that is not installed, say)
         except Exception as exc:  # a backend may raise anything (HTTP, CUDA, tokenizer); give one type back
             raise BackendError(
                 f"the {prepared.route} route's model ({prepared.backend.name}) failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def _memory_fallback(self, prepared: Prepared) -> Prepared:
+        """``prepared`` re-routed to the memory: the route the policy takes when nothing is committed."""
+        from dataclasses import replace
+
+        route = self._decide(prepared.question, prepared.used)
+        if route in ("base", "weights"):  # a policy callable that keeps away from the memory: IKE has the edits
+            route = "ike"
+        method = self.methods[route]
+        kwargs = {"embedder_name": getattr(self.store.embedder, "name", None)}
+        if isinstance(method, _IKERoute):
+            messages, steps = method.prompt(prepared.question, prepared.used, **kwargs)
+        else:
+            messages, steps = method.messages(prepared.question, prepared.used, **kwargs), []
+        return replace(prepared, route=route, messages=messages, backend=method.backend(self.base), trace=steps)
+
+    def run(self, prepared: Prepared) -> Answer:
+        """Generate the answer for a prepared question and record which edits it used.
+
+        A ``weights`` answer that does not give the in-scope edits is replaced
+        by the memory route's (see the module docstring).
+        """
+        trace: list[dict[str, Any]] = list(prepared.trace)
+        t0 = time.perf_counter()
+        text, steps = self._generate(prepared)
+        trace.extend(steps)
+        route = prepared.route
+        if route == "weights":
+            from .chat_check import check_committed_answer
+
+            check = check_committed_answer(text, prepared.question, prepared.used)
+            step: dict[str, Any] = {"step": "weights-check", "weights_answer": text, **check}
+            if check["ok"]:
+                step["why"] = "the committed model's answer gives the edit"
+                trace.append(step)
+            else:
+                memory = self._memory_fallback(prepared)
+                route = memory.route
+                step.update(fallback=route, why="the committed model's answer does not contain "
+                            f"{' or '.join(repr(x) for x in check['expected']) or 'a fact edit'}; answered from the "
+                            "memory instead")
+                log.debug("weights answer %r missed %s; falling back to %s", text, check["expected"], route)
+                trace += [step, *memory.trace]
+                text, steps = self._generate(memory)
+                trace.extend(steps)
         timings = dict(prepared.timings_ms, generate=_ms(t0))
         if prepared.used:
             # Only an answer that exists counts as a use: a failure above leaves the store untouched.
             self.store.record_use(prepared.edit_ids, question=prepared.question,
-                                  scores=[u.scope_probability for u in prepared.used], route=prepared.route)
+                                  scores=[u.scope_probability for u in prepared.used], route=route)
         timings["total"] = sum(v for k, v in timings.items() if k != "total")
-        return Answer(text=text, route=prepared.route, question=prepared.question, namespace=prepared.namespace,
+        return Answer(text=text, route=route, question=prepared.question, namespace=prepared.namespace,
                       used=prepared.used, candidates=prepared.candidates, trace=trace, timings_ms=timings)
 
     def answer(self, question: str, namespace: str = DEFAULT_NAMESPACE, *, k: int | None = None) -> Answer:

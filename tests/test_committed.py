@@ -147,3 +147,23 @@ def test_cli_commit_dry_run_ledger_list_and_bad_ids(tmp_path, embedder):
     assert out.exit_code == 2
     with EditStore(path, embedder=embedder) as s:
         assert not s.get(a.id).committed
+
+
+def test_a_committed_answer_that_misses_the_edit_falls_back_to_the_memory(store, tok, stats):
+    """The weights route is taken only when the committed model answers with the edit (issue 19).
+
+    The tiny random model has the edit in its weights (the cloze gates pass) but
+    its chat answer does not contain "German": the router answers through the
+    memory (IKE) and the trace says why.
+    """
+    a, _ = _two_facts(store)
+    ed = Editor(model=(make_model("llama", len(tok)), tok), store=store, gates=TINY_GATES, policy="ike")
+    assert ed.commit([a.id], method="rome", hparams=ROME, stats=stats[1]).ok
+    assert ed.prepare(Q_ALICE).route == "weights"
+    answer = ed.ask(Q_ALICE)
+    check = next(s for s in answer.trace if s["step"] == "weights-check")
+    assert not check["ok"] and "german" not in check["weights_answer"].casefold()
+    assert check["expected"] == ["German"] and check["fallback"] == "ike"
+    assert answer.route == "ike", "a weights answer that misses the edit is replaced by the memory route's"
+    assert any(s["step"] == "ike-demonstrations" for s in answer.trace)
+    assert store.get(a.id).usage_count == 1
