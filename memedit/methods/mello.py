@@ -48,6 +48,7 @@ from ..answer import Answer, UsedEdit
 from ..config import DEFAULT_NAMESPACE
 from ..errors import ValidationError
 from ..models.backends import Backend, lazy_backend
+from .hop_detector import HopDetector, HopDetectorError, packaged_detector
 from .multihop import DEFAULT_MAX_HOPS, Decomposer, Decomposition, FactIndex, HopResolver, default_decomposer
 from .prompting import quote_fact
 from .relations import Catalogue
@@ -121,7 +122,7 @@ class MeLLo:
                  max_hops: int = DEFAULT_MAX_HOPS, catalogue: Catalogue | None = None,
                  decomposer: Decomposer | None = None, always_tentative: bool = False, fewshot: int = 3,
                  hop_tokens: int = 12, k: int = 3, detect: bool = True, aliases: bool = True, device: Any = "cpu",
-                 dtype: Any = "float32"):
+                 dtype: Any = "float32", hop_detector: "HopDetector | str | None" = "packaged"):
         if mode not in MODES:
             raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(max_hops, int) or isinstance(max_hops, bool) or not 1 <= max_hops <= 10:
@@ -138,6 +139,9 @@ class MeLLo:
         self.k = k
         self.detect = detect
         self.aliases = aliases
+        if not (hop_detector is None or hop_detector == "packaged" or isinstance(hop_detector, HopDetector)):
+            raise ValidationError("hop_detector must be 'packaged', a HopDetector, or None (count relations)")
+        self._hop_detector = hop_detector
         self._resolvers: dict[int, HopResolver] = {}
         self._facts: FactIndex | None = None
 
@@ -180,8 +184,23 @@ class MeLLo:
         return self.decomposer.decompose(question, self.facts().names(namespace))
 
     # ---- router protocol ------------------------------------------------------------
+    def hop_detector(self) -> HopDetector | None:
+        """The detector :meth:`claims` asks (None: the relation-count rule of the first version)."""
+        if self._hop_detector == "packaged":
+            try:
+                self._hop_detector = packaged_detector()
+            except HopDetectorError as exc:
+                log.warning("no hop detector (%s); multi-hop questions are detected by counting relations", exc)
+                self._hop_detector = None
+        return self._hop_detector  # type: ignore[return-value]
+
     def claims(self, question: str, namespace: str) -> bool:
-        """The multi-hop detector: an entity plus two or more relations (its answer depends on another entity)."""
+        """The multi-hop detector: does the question ask about an entity it reaches through another fact?
+
+        Read from the question's meaning by :class:`~memedit.methods.hop_detector.HopDetector` (the
+        namespace's stored subjects are the entities it masks), not from how many catalogue relations its
+        words match; with ``hop_detector=None``, an entity plus two or more relations.
+        """
         if not self.detect or self.store is None:
             return False
         try:
@@ -194,6 +213,9 @@ class MeLLo:
             asking = asking_sentence(question)
             if not self.decomposer.may_be_multi_hop(asking, names):
                 return False  # no embedding needed: fewer than two content words beside the entity
+            detector = self.hop_detector()
+            if detector is not None:
+                return detector.is_multi_hop(asking, names)
             if asking != question and not self.decompose(asking, namespace).is_multi_hop:
                 return False
             return self.decompose(question, namespace).is_multi_hop
