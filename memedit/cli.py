@@ -48,9 +48,9 @@ def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, he
 
 @contextmanager
 def _open(store: str | None, as_json: bool, create: bool = True) -> Iterator[Any]:
-    from .store.open import open_store
+    from .store.open import default_store_target, describe, open_store
 
-    with _errors(as_json):
+    with _errors(as_json, where=describe(store or default_store_target())):
         s = open_store(store, create=create)  # a path: SQLite; a postgresql:// URL: PostgreSQL; None: the default
         try:
             yield s
@@ -244,16 +244,29 @@ def history(edit_id: Annotated[int, typer.Argument(help="The edit's id.")], stor
 
 
 @app.command()
-def verify(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Check the event hash chain, every edit's content hash and the index; exit 1 on any problem."""
+def verify(
+    repair: Annotated[bool, typer.Option("--repair", help="Re-embed the edits whose stored vectors are damaged "
+                                         "(loads the embedder), then check again.")] = False,
+    store: StoreOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Check the event hash chain, every edit's content hash, every stored vector and the index; exit 1 on any problem."""
+    repaired: list[int] = []
     with _open(store, as_json, create=False) as s:
         report = s.verify()
+        if repair and report.damaged_vectors:
+            repaired = s.repair_vectors(report.damaged_vectors)
+            report = s.verify()
         index = s.check_index() if s.count() else {"consistent": True}
     ok = report.ok and index["consistent"]
     if as_json:
-        _emit({**report.to_dict(), "index": index, "ok": ok})
+        _emit({**report.to_dict(), "index": index, "repaired": repaired, "ok": ok})
     else:
         console.print(f"{report.events} events, {report.edits} edits, head {report.head_hash[:16]}")
+        for path in report.removed_leftovers:
+            console.print(f"removed a leftover temporary index file (a writer crashed while saving): {escape(path)}",
+                          highlight=False)
+        if repaired:
+            console.print(f"re-embedded the vectors of edit(s) {', '.join(map(str, repaired))}")
         for p in report.problems:
             console.print(f"[red]problem:[/red] {escape(p)}", highlight=False)
         if not index["consistent"]:

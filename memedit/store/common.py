@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 from ..edits import STATUSES, Edit, subject_key, utcnow
-from ..errors import ValidationError
+from ..errors import MAX_SQL_INT, ValidationError
 from .chain import GENESIS, canonical_json, check_chain, content_hash
 
 MAX_QUERY = 4000
@@ -52,6 +52,10 @@ class VerifyReport:
     edits: int
     problems: list[str]
     head_hash: str
+    #: edits with a stored vector that differs from the hash recorded when it was written (``verify --repair``)
+    damaged_vectors: list[int] = field(default_factory=list)
+    #: leftover temporary files removed from beside the store (a writer crashed while saving the index)
+    removed_leftovers: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -171,8 +175,8 @@ TEXT_COLUMNS = ("subject", "prompt", "target_new", "statement", "paraphrases")
 
 
 def check_list_window(limit: int, offset: int) -> None:
-    if not (0 < limit <= 100_000) or offset < 0:
-        raise ValidationError("limit must be in 1..100000 and offset >= 0")
+    if not (0 < limit <= 100_000) or not 0 <= offset <= MAX_SQL_INT:
+        raise ValidationError(f"limit must be in 1..100000 and offset in 0..{MAX_SQL_INT}")
 
 
 def check_k(k: Any) -> None:
@@ -239,8 +243,8 @@ def extra_filters(ph: str, *, source: str | None = None, committed: bool | None 
         clauses.append(f"committed = {ph}")
         params.append(int(committed))
     if min_uses is not None:
-        if isinstance(min_uses, bool) or not isinstance(min_uses, int) or min_uses < 0:
-            raise ValidationError("min_uses must be a non-negative integer")
+        if isinstance(min_uses, bool) or not isinstance(min_uses, int) or not 0 <= min_uses <= MAX_SQL_INT:
+            raise ValidationError(f"min_uses must be an integer in 0..{MAX_SQL_INT}")
         clauses.append(f"usage_count >= {ph}")
         params.append(min_uses)
     if since is not None:

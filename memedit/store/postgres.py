@@ -59,7 +59,7 @@ import numpy as np
 
 from ..config import DEFAULT_NAMESPACE
 from ..edits import LIVE_STATUSES, Edit, clean_text, utcnow, validate_namespace
-from ..errors import ConflictError, NotFoundError, StoreError, ValidationError
+from ..errors import ConflictError, NotFoundError, StoreError, ValidationError, check_id
 from .chain import GENESIS, Event, canonical_json, event_hash
 from .common import (CONTENT_COLUMNS, MAX_QUERY, TEXT_COLUMNS, SearchHit, VerifyReport, check_k, check_list_window,
                      checked_new_edit, edit_from_row, extra_filters, like_pattern, new_edit_row, progress, statuses, verify_rows)
@@ -625,9 +625,7 @@ class PgEditStore:
 
     # ---- reading --------------------------------------------------------------------
     def _get(self, edit_id: int) -> Edit:
-        if isinstance(edit_id, bool) or not isinstance(edit_id, (int, np.integer)):
-            raise ValidationError(f"an edit id is an integer, got {edit_id!r}")
-        row = self._row("SELECT * FROM edits WHERE id = %s", [int(edit_id)])
+        row = self._row("SELECT * FROM edits WHERE id = %s", [check_id(edit_id)])
         if row is None:
             raise NotFoundError(f"no edit with id {edit_id}")
         return edit_from_row(row)

@@ -118,6 +118,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX edits_ns_id ON edits(namespace, id);
         """,
     ),
+    (
+        5,
+        "vectors.sha256: each stored vector's hash, recorded when written, so verify catches damage",
+        """
+        ALTER TABLE vectors ADD COLUMN sha256 TEXT;
+        """,
+    ),
 ]
 
 

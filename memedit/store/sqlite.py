@@ -32,7 +32,7 @@ import sqlite_utils
 
 from ..config import DEFAULT_NAMESPACE
 from ..edits import LIVE_STATUSES, Edit, clean_text, utcnow, validate_namespace
-from ..errors import ConflictError, NotFoundError, StoreError, ValidationError
+from ..errors import ConflictError, NotFoundError, StoreError, as_store_error, check_id
 from .chain import GENESIS, Event, canonical_json, event_hash
 from .common import CONTENT_COLUMNS as _CONTENT_COLUMNS
 from .common import MAX_QUERY, TEXT_COLUMNS, SearchHit, VerifyReport, check_k, check_list_window, checked_new_edit
@@ -41,7 +41,9 @@ from .common import edit_from_row as _edit_from_row
 from .common import extra_filters, like_pattern, new_edit_row, verify_rows
 from .common import progress as _progress
 from .common import statuses as _statuses
+from . import vectors as vector_hashes
 from .deltas import DeltaFiles, drop_commits_with
+from .files import check_store_files, foreign_tables, leftovers, sweep_leftovers
 from .index import VectorIndex
 from .schema import apply_migrations
 
@@ -61,9 +63,13 @@ class EditStore:
     def __init__(self, path: str | os.PathLike[str], *, embedder: Any = None, create: bool = True):
         self.path = Path(path)
         self.index_path = self.path.with_suffix(".faiss")
+        check_store_files(self.path, self.index_path)
         if not create and not self.path.exists():
             raise NotFoundError(f"no store at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise as_store_error(exc, self.path) from None  # type: ignore[misc]
         self._lock = threading.RLock()
         self._embedder = embedder
         self._index: VectorIndex | None = None
@@ -71,11 +77,36 @@ class EditStore:
         self._selector_cache: dict[tuple[str, tuple[str, ...]], tuple[int, Any]] = {}
         self._known_namespaces: set[str] = set()
         self.index_rebuilt = False
+        self._embedder_checked = False
+        #: leftover temporary index files this object removed (reported by :meth:`verify`)
+        self.removed_leftovers: list[str] = []
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                          timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        try:
+            self._prepare()
+        except BaseException as exc:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise as_store_error(exc, self.path) from None  # type: ignore[misc]
+            raise
+        if leftovers(self.index_path):
+            try:
+                with self._index_lock():
+                    self._sweep()
+            except OSError as exc:  # a read-only folder: the files stay, and verify reports them
+                log.warning("cannot remove leftover index files beside %s: %s", self.path, exc)
+
+    def _prepare(self) -> None:
+        """Refuse another program's database, then set the connection up and bring the schema up to date."""
+        foreign = foreign_tables(self._conn)
+        if foreign:
+            shown = ", ".join(foreign[:8]) + (", ..." if len(foreign) > 8 else "")
+            raise StoreError(f"{self.path} is a SQLite database of another program (tables: {shown}), "
+                             "not a memedit store; nothing was changed")
         self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._set_wal()
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -83,7 +114,8 @@ class EditStore:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self.db = sqlite_utils.Database(self._conn)
         with self._write():
-            apply_migrations(self.db)
+            if 5 in apply_migrations(self.db):
+                vector_hashes.backfill(self._conn)
             if self._meta("generation") is None:
                 self._set_meta("generation", "0")
                 self._set_meta("created_at", utcnow())
@@ -150,14 +182,18 @@ class EditStore:
                     self._conn.execute("BEGIN IMMEDIATE")
                     break
                 except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc) or attempt == WRITE_RETRIES - 1:
+                    if not _is_busy(exc):
+                        raise as_store_error(exc, self.path) from exc  # type: ignore[misc]
+                    if attempt == WRITE_RETRIES - 1:
                         raise StoreError(f"store {self.path} is busy: {exc}; try again") from exc
                     time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + secrets.randbelow(100) / 100))
             try:
                 yield
-            except BaseException:
+            except BaseException as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise as_store_error(exc, self.path) from exc  # type: ignore[misc]
                 raise
             self._commit()
 
@@ -168,8 +204,9 @@ class EditStore:
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or attempt == WRITE_RETRIES - 1:
-                    self._conn.execute("ROLLBACK")
-                    raise StoreError(f"could not commit to {self.path}: {exc}") from exc
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise StoreError(f"could not commit to {self.path}: {as_store_error(exc)}") from exc
                 time.sleep(0.05 * (attempt + 1))
 
     def _row(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
@@ -273,6 +310,7 @@ class EditStore:
         return checked_new_edit(edit, status)
 
     def _check_embedder(self) -> None:
+        """Refuse an embedder other than the one this store's vectors were made with (record it on first use)."""
         name, dim = self._meta("embedder"), self._meta("dim")
         if name is None:
             with self._write():
@@ -283,6 +321,7 @@ class EditStore:
                 f"this store's vectors were made with embedder {name!r} (dim {dim}); "
                 f"it was opened with {self.embedder.name!r} (dim {self.embedder.dim}). Open it with the same embedder."
             )
+        self._embedder_checked = True
 
     def _insert(self, edit: Edit, vecs: np.ndarray, gen: int, actor: str | None, event_kind: str,
                 keep: dict[str, Any] | None = None) -> Edit:
@@ -295,8 +334,7 @@ class EditStore:
         cols = ", ".join(row)
         cur = self._conn.execute(f"INSERT INTO edits({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
         edit_id = int(cur.lastrowid)
-        self._conn.executemany("INSERT INTO vectors(edit_id, k, vec) VALUES (?, ?, ?)",
-                               [(edit_id, k, v.astype(np.float32).tobytes()) for k, v in enumerate(vecs)])
+        self._conn.executemany(vector_hashes.INSERT_SQL, vector_hashes.vector_rows(edit_id, vecs))
         # The actor is who performed the write; the edit's author is content and must stay out of the
         # append-only log, or forgetting could not erase it.
         self._append_event(event_kind, namespace=ns, edit_id=edit_id, actor=actor,
@@ -469,9 +507,7 @@ class EditStore:
 
     # ---- reading ------------------------------------------------------------
     def _get(self, edit_id: int) -> Edit:
-        if isinstance(edit_id, bool) or not isinstance(edit_id, (int, np.integer)):
-            raise ValidationError(f"an edit id is an integer, got {edit_id!r}")
-        row = self._row("SELECT * FROM edits WHERE id = ?", [int(edit_id)])
+        row = self._row("SELECT * FROM edits WHERE id = ?", [check_id(edit_id)])
         if row is None:
             raise NotFoundError(f"no edit with id {edit_id}")
         return _edit_from_row(row)
@@ -546,6 +582,8 @@ class EditStore:
         """Edits in ``namespace`` nearest to ``query`` by cosine similarity, best first."""
         query = clean_text(query, "query", MAX_QUERY, multiline=True)  # type: ignore[assignment]
         qvec = self.embedder.encode([query])[0]
+        if not self._embedder_checked:
+            self._check_embedder()
         return self.search_vector(qvec, namespace, k=k, statuses=statuses, min_score=min_score)
 
     def search_vector(self, qvec: np.ndarray, namespace: str = DEFAULT_NAMESPACE, *, k: int = 5,
@@ -630,8 +668,11 @@ class EditStore:
         self._sync_index()
 
     def _open_index(self) -> None:
+        # A store that recorded its embedder needs none to load its index (list, verify, forget stay fast);
+        # an embedder already at hand is checked against the recorded one.
         dim = int(self._meta("dim") or self.embedder.dim)
-        self._check_embedder()
+        if self._embedder is not None and not isinstance(self._embedder, str):
+            self._check_embedder()
         recorded_sha, recorded_gen = self._meta("index_sha256"), self._meta("index_gen")
         reason = None
         if not self.index_path.exists():
@@ -710,23 +751,34 @@ class EditStore:
         if self._index is not None and str(self._index_gen) != self._meta("index_gen"):
             self._save_index()
 
-    def _save_index(self, force: bool = False) -> None:
-        """Write the index file and record its checksum; a file lock keeps concurrent savers apart."""
+    @contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """This thread's lock and the index file lock, which keeps savers in every process apart."""
         with self._lock, open(self.path.with_suffix(".faiss.lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                if self._index is None:
-                    return
-                self._sync_index()
-                recorded = self._meta("index_gen")
-                if not force and recorded is not None and int(recorded) >= self._index_gen:
-                    return  # another process already saved this generation or a newer one
-                digest = self._index.save(self.index_path)  # type: ignore[union-attr]
-                with self._write():
-                    self._set_meta("index_sha256", digest)
-                    self._set_meta("index_gen", str(self._index_gen))
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _sweep(self) -> None:
+        """Remove temporary index files a crashed writer left; the caller holds :meth:`_index_lock`."""
+        self.removed_leftovers += [str(p) for p in sweep_leftovers(self.index_path)]
+
+    def _save_index(self, force: bool = False) -> None:
+        """Write the index file and record its checksum, under the index file lock."""
+        with self._index_lock():
+            if self._index is None:
+                return
+            self._sweep()  # no save is in progress: a temporary file now is a crash's leftover
+            self._sync_index()
+            recorded = self._meta("index_gen")
+            if not force and recorded is not None and int(recorded) >= self._index_gen:
+                return  # another process already saved this generation or a newer one
+            digest = self._index.save(self.index_path)
+            with self._write():
+                self._set_meta("index_sha256", digest)
+                self._set_meta("index_gen", str(self._index_gen))
 
     def flush(self) -> None:
         """Persist the index file now (it is otherwise written on close and after forget)."""
@@ -744,16 +796,44 @@ class EditStore:
 
     # ---- audit ----------------------------------------------------------------
     def verify(self) -> VerifyReport:
-        """Recompute the event hash chain and every live edit's content hash."""
+        """Recompute the event hash chain, every live edit's content hash and every stored vector's hash.
+
+        Leftover temporary index files are removed and listed in the report's
+        ``removed_leftovers`` (with any this object removed when it opened).
+        """
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                rows = list(self.db.query("SELECT * FROM events ORDER BY seq"))
-                edits = list(self.db.query("SELECT * FROM edits"))
-                head, count = self._meta("head_hash"), self._meta("event_count")
+                pages = [f"database file: {r[0]}" for r in self._conn.execute("PRAGMA integrity_check(20)")]
+                pages = [] if pages == ["database file: ok"] else pages
+                try:
+                    rows = list(self.db.query("SELECT * FROM events ORDER BY seq"))
+                    edits = list(self.db.query("SELECT * FROM edits"))
+                    head, count, dim = self._meta("head_hash"), self._meta("event_count"), self._meta("dim")
+                    live = {e["id"] for e in edits if e["status"] != "forgotten"}
+                    vec_problems, damaged = vector_hashes.check_vectors(self._conn.execute(
+                        "SELECT edit_id, k, vec, CAST(sha256 AS BLOB) FROM vectors ORDER BY edit_id, k"), live,
+                        int(dim) if dim else None)
+                except sqlite3.DatabaseError:
+                    if not pages:
+                        raise
+                    return VerifyReport(ok=False, events=0, edits=0, problems=pages, head_hash="")
             finally:
                 self._conn.execute("COMMIT")
-        return verify_rows(rows, edits, head, count)
+            if leftovers(self.index_path):
+                with self._index_lock():
+                    self._sweep()
+        report = verify_rows(rows, edits, head, count)
+        problems = pages + report.problems + vec_problems
+        return replace(report, ok=not problems, problems=problems, damaged_vectors=damaged,
+                       removed_leftovers=list(self.removed_leftovers))
+
+    def repair_vectors(self, edit_ids: Sequence[int] | None = None, *, actor: str | None = None) -> list[int]:
+        """Re-embed the vectors of ``edit_ids`` (default: those :meth:`verify` finds damaged); returns the ids repaired."""
+        ids = list(self.verify().damaged_vectors if edit_ids is None else [check_id(i) for i in edit_ids])
+        if ids:
+            vector_hashes.reembed(self, ids, actor=actor)
+        return ids
 
     # ---- transfer -------------------------------------------------------------
     def export_jsonl(self, out: Any, namespace: str | None = None) -> int:

@@ -21,18 +21,20 @@ import io
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from ..edits import Edit, validate_namespace
-from ..errors import ValidationError
+from ..errors import MAX_SQL_INT, ValidationError, check_id
 from .chain import canonical_json
 
 if TYPE_CHECKING:
     from .sqlite import EditStore
 
 FORMAT = {"format": "memedit-edits", "version": 1}
+#: the largest id an import keeps (2^53 - 1: exact in every JSON reader, and far from SQLite's last id)
+MAX_KEPT_ID = 2**53 - 1
 _BOOKKEEPING = ("id", "uid", "status", "supersedes", "superseded_by", "usage_count", "last_used_at",
                 "committed", "created_at", "updated_at")
 
@@ -40,7 +42,14 @@ _BOOKKEEPING = ("id", "uid", "status", "supersedes", "superseded_by", "usage_cou
 def export_jsonl(store: "EditStore", out: str | Path | IO[str], namespace: str | None = None) -> int:
     """Write the header and every edit (optionally one namespace's) to ``out``; returns the edit count."""
     if isinstance(out, (str, Path)):
-        with open(out, "w", encoding="utf-8") as fh:
+        path = Path(out)
+        if path.is_dir():
+            raise ValidationError(f"cannot export to {path}: it is a folder; name a file in it")
+        if not path.parent.is_dir():
+            raise ValidationError(f"cannot export to {path}: the folder {path.parent} does not exist")
+        if namespace is not None:
+            store.require_namespace(namespace)  # before the file is created
+        with open(path, "w", encoding="utf-8") as fh:
             return export_jsonl(store, fh, namespace)
     if namespace is not None:
         store.require_namespace(namespace)
@@ -59,13 +68,13 @@ def export_jsonl(store: "EditStore", out: str | Path | IO[str], namespace: str |
         last = rows[-1]["id"]
 
 
-def _parse(source: str | Path | IO[str]) -> list[dict[str, Any]]:
+def _parse(source: str | Path | IO[str] | Iterator[str]) -> list[dict[str, Any]]:
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.exists():
+        if not path.is_file():
             raise ValidationError(f"no such file: {path}")
-        with open(path, encoding="utf-8") as fh:
-            return _parse(fh)
+        with open(path, "rb") as fh:
+            return _parse(_utf8_lines(fh))  # type: ignore[arg-type]
     records = []
     for lineno, line in enumerate(source, 1):
         if not line.strip():
@@ -88,15 +97,26 @@ def _parse(source: str | Path | IO[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _utf8_lines(raw: IO[bytes]) -> Iterator[str]:
+    """The lines of a binary file as text; a line that is not UTF-8 is a ValidationError naming it."""
+    for lineno, line in enumerate(raw, 1):
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"line {lineno}: not UTF-8 text (byte {line[exc.start]:#04x} at column "
+                                  f"{exc.start + 1}); an export is UTF-8 JSON lines") from None
+
+
 def _validate_record(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError("each line must be a JSON object")
     status = data.get("status", "active")
     for key in ("id", "supersedes", "superseded_by"):
-        if data.get(key) is not None and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1):
-            raise ValidationError(f"{key} must be a positive integer")
-    if not isinstance(data.get("usage_count", 0), int) or data.get("usage_count", 0) < 0:
-        raise ValidationError("usage_count must be a non-negative integer")
+        if data.get(key) is not None:
+            check_id(data[key], key)
+    uses = data.get("usage_count", 0)
+    if isinstance(uses, bool) or not isinstance(uses, int) or not 0 <= uses <= MAX_SQL_INT:
+        raise ValidationError(f"usage_count must be an integer in 0..{MAX_SQL_INT}")
     if status == "forgotten":
         validate_namespace(data.get("namespace", "default"))
         content = [k for k in ("subject", "prompt", "target_new", "target_true", "statement", "author", "source")
@@ -129,7 +149,9 @@ def import_jsonl(store: "EditStore", source: str | Path | IO[str], *, actor: str
     records = [r for r in records if r.get("uid") not in existing]
     ids = [r["id"] for r in records if r.get("id") is not None]
     taken = {r["id"] for r in store.db.query("SELECT id FROM edits")}
-    remap = bool(set(ids) & taken) or len(set(ids)) != len(ids)
+    # Ids this store cannot keep get new ones, links remapped: ids already taken, and ids so large that the
+    # store could take no new edit after them (or that a JSON client could not read back exactly).
+    remap = bool(set(ids) & taken) or len(set(ids)) != len(ids) or any(i > MAX_KEPT_ID for i in ids)
 
     live = [r for r in records if not r["tombstone"]]
     texts = [r["edit"].search_texts() for r in live]

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
+from ..cli_common import StoreOpt, cli_errors
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ tokens_app = typer.Typer(help="Create, list and revoke API tokens for 'memedit s
                          add_completion=False)
 app.add_typer(tokens_app, name="tokens", help="Create, list and revoke API tokens for 'memedit serve'.")
 
-StoreOpt = Annotated[Optional[str], typer.Option("--store", "-s", help="SQLite store file or postgresql:// URL (default ./stores/default.db or $MEMEDIT_STORE).")]
 TokensOpt = Annotated[Optional[Path], typer.Option("--tokens", help="Token file (default: beside a SQLite store, x.tokens.json; a PostgreSQL store's own table).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -53,17 +53,6 @@ def _tokens(store: str | None, tokens: Path | None, *, create_admin: bool = True
     if must_exist and not Path(path).exists():
         raise NotFoundError(f"no token file at {path}; 'memedit serve' or 'memedit tokens add' creates it")
     yield TokenFile.open(path, create_admin=create_admin)
-
-
-def _fail(exc: Exception, as_json: bool) -> None:
-    from ..errors import NotFoundError, StoreError, ValidationError
-
-    code = 2 if isinstance(exc, ValidationError) else 3 if isinstance(exc, NotFoundError) else 5 if isinstance(exc, StoreError) else 1
-    if as_json:
-        print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-    else:
-        typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code)
 
 
 def parse_rate(value: str) -> tuple[int, float]:
@@ -101,17 +90,12 @@ def serve(
     except ModuleNotFoundError as exc:
         typer.echo(f"error: {exc.name} is missing; install the web extra: pip install 'memedit[web]'", err=True)
         raise typer.Exit(2) from None
-    from ..errors import MemeditError
-
-    try:
+    with cli_errors(False):
         max_edits, window = parse_rate(rate_limit)
         rules = NamespacePolicy(chat_status=policy_chat_status, max_edits=max_edits, window_s=window)
         s = open_store(store)
         token_file, secret = open_tokens(s, tokens)
         policy = Policy.from_file(s, policy_file) if policy_file else Policy(s, default=rules)
-    except MemeditError as exc:
-        _fail(exc, False)
-        return
     if secret:
         typer.echo(f"Created the admin token (all namespaces, read and write). It is shown only now:\n\n  {secret}\n\n"
                    f"Stored hashed in {token_file.where}. Sign in at http://{host}:{port}/ui/login")
@@ -132,34 +116,19 @@ def tokens_add(
     store: StoreOpt = None, tokens: TokensOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Create a token; its secret is printed once."""
-    from ..errors import MemeditError
-
-    try:
-        with _tokens(store, tokens) as (tf, first):
-            secret = tf.create(name, namespaces=namespace, write=write)
-    except MemeditError as exc:
-        _fail(exc, as_json)
-        return
+    with cli_errors(as_json), _tokens(store, tokens, create_admin=False) as (tf, _):
+        secret = tf.create(name, namespaces=namespace, write=write)
     if as_json:
-        print(json.dumps({"name": name, "token": secret, "namespaces": namespace, "write": write,
-                          **({"admin_token": first} if first else {})}))
+        print(json.dumps({"name": name, "token": secret, "namespaces": namespace, "write": write}))
     else:
-        if first:
-            typer.echo(f"(created the token file with an admin token: {first})")
-        typer.echo(f"token {name}: {secret}")
+        typer.echo(f"token {name} (shown only now): {secret}")
 
 
 @tokens_app.command("list")
 def tokens_list(store: StoreOpt = None, tokens: TokensOpt = None, as_json: JsonOpt = False) -> None:
     """List tokens (names and permissions; secrets are never stored)."""
-    from ..errors import MemeditError
-
-    try:
-        with _tokens(store, tokens, create_admin=False, must_exist=True) as (tf, _):
-            rows = tf.list()
-    except MemeditError as exc:
-        _fail(exc, as_json)
-        return
+    with cli_errors(as_json), _tokens(store, tokens, create_admin=False, must_exist=True) as (tf, _):
+        rows = tf.list()
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
@@ -171,14 +140,8 @@ def tokens_list(store: StoreOpt = None, tokens: TokensOpt = None, as_json: JsonO
 def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")], store: StoreOpt = None,
                   tokens: TokensOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a token: API calls and browser sessions using it fail from the next request."""
-    from ..errors import MemeditError
-
-    try:
-        with _tokens(store, tokens, create_admin=False, must_exist=True) as (tf, _):
-            tf.revoke(name)
-    except MemeditError as exc:
-        _fail(exc, as_json)
-        return
+    with cli_errors(as_json), _tokens(store, tokens, create_admin=False, must_exist=True) as (tf, _):
+        tf.revoke(name)
     if as_json:
         print(json.dumps({"revoked": name}))
     else:
