@@ -2,9 +2,9 @@
 
 >>> from memedit.chat_gates import answers, chat_gate_results, chat_questions
 >>> plan = chat_questions(edits)                                                 # doctest: +SKIP
->>> before = answers(lm, plan.before_prompts())                                 # doctest: +SKIP
+>>> before = answers(lm, plan.before_prompts() + plan.unrelated_prompts())      # doctest: +SKIP
 >>> with temporarily_applied(model, deltas):                                    # doctest: +SKIP
-...     after = answers(lm, plan.after_prompts())
+...     after = answers(lm, plan.after_prompts() + plan.unrelated_prompts())
 >>> [(g.name, g.passed) for g in chat_gate_results(plan, before, after, GateConfig())]   # doctest: +SKIP
 
 The cloze gates (:mod:`memedit.gates`) compare probabilities on the edit's
@@ -64,20 +64,22 @@ class ChatPlan:
     unrelated: list[tuple[str, list[str]]] = field(default_factory=list)  # (question, [expected, *aliases])
 
     def before_prompts(self) -> list[str]:
-        """What must be asked before the commit: the prompts about each subject and the unrelated probes."""
+        """The edit prompts asked before the commit too: those about each subject (its name must survive)."""
         out = []
         for q in self.questions.values():
             out += [*q.names, q.direct]
-        out += [q for q, _ in self.unrelated]
         return list(dict.fromkeys(out))
 
     def after_prompts(self) -> list[str]:
-        """What is asked with the commit applied: every edit question, name probe and unrelated probe."""
+        """The edit prompts asked with the commit applied: every edit question and name probe."""
         out = []
         for q in self.questions.values():
             out += [*q.all(), *q.names]
-        out += [q for q, _ in self.unrelated]
         return list(dict.fromkeys(out))
+
+    def unrelated_prompts(self) -> list[str]:
+        """The unrelated questions (probe set and neighbours), asked before and after."""
+        return [q for q, _ in self.unrelated]
 
 
 def chat_questions(edits: Sequence["Edit"], probes: Sequence[dict[str, Any]] | None = None) -> ChatPlan:

@@ -66,7 +66,8 @@ class GateConfig:
     probes: Sequence[str] | None = None          # default: memedit/resources/gate-probes.json
     # chat gates (memedit.chat_gates): what users get from the committed model
     chat: bool = True                    # ask the chat questions (off: cloze gates only, e.g. tiny test models)
-    chat_max_new_tokens: int = 48        # answer length, the router's default
+    chat_max_new_tokens: int = 48        # answer length of the edit's questions, the router's default
+    chat_probe_max_new_tokens: int = 24  # answer length of the unrelated questions (their answers come first)
     min_chat_efficacy: float = 1.0       # fraction of edits whose direct question gets the new target
     min_chat_paraphrase: float = 0.5     # fraction of paraphrase questions that get it
     min_chat_reverse: float = 0.0        # fraction of reverse questions that name the subject (measured; see docs)
@@ -341,12 +342,18 @@ def _chat_gates(model: Any, tok: Any, edits: Sequence[Edit], deltas: Sequence[Lo
     from .chat_gates import answers, chat_gate_results, chat_questions
     from .models.backends import LocalLM
 
-    lm = LocalLM(model, tok, max_new_tokens=cfg.chat_max_new_tokens)
     plan = chat_questions(edits, cfg.chat_probes)
     # answers depend on the answer length and the chat template (the weights and tokens are the cache's key)
     template = hashlib.sha1(str(getattr(tok, "chat_template", None)).encode()).hexdigest()[:16]
-    key = f"{cfg.chat_max_new_tokens}:{template}"
-    asked_before = answers(lm, plan.before_prompts(), before.chat.setdefault(key, {}))
+    asks = [(LocalLM(model, tok, max_new_tokens=cfg.chat_max_new_tokens), plan.before_prompts(), plan.after_prompts()),
+            (LocalLM(model, tok, max_new_tokens=cfg.chat_probe_max_new_tokens), plan.unrelated_prompts(),
+             plan.unrelated_prompts())]
+    asked_before: dict[str, str] = {}
+    asked_after: dict[str, str] = {}
+    for lm, now, later in asks:
+        asked_before.update(answers(lm, now, before.chat.setdefault(f"{lm.max_new_tokens}:{template}", {})))
     with temporarily_applied(model, list(deltas)):
-        asked_after = answers(lm, plan.after_prompts(), after.chat.setdefault(key, {}) if after else None)
+        for lm, now, later in asks:
+            memo = after.chat.setdefault(f"{lm.max_new_tokens}:{template}", {}) if after else None
+            asked_after.update(answers(lm, later, memo))
     return chat_gate_results(plan, asked_before, asked_after, cfg)

@@ -73,3 +73,28 @@ def test_bad_input_is_refused(tmp_path):
         evaluate_weight_edits(make_model("llama", len(tok)), tok, RECORDS, scenarios=["nope"])
     with pytest.raises(ValidationError, match="no records"):
         evaluate_weight_edits(make_model("llama", len(tok)), tok, [], scenarios=["rome"])
+
+
+def test_chat_scores_sit_beside_the_cloze_scores(tmp_path):
+    """``chat=True`` asks every record's questions in chat form (tiny model: shape and bookkeeping only)."""
+    tok = build_tokenizer()
+    model = make_model("llama", len(tok))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    recs = load_counterfact(_write(tmp_path / "cf.jsonl", RECORDS))
+    hp = {k: v for k, v in FAST.items() if k != "measure"}
+    report = evaluate_weight_edits(model, tok, recs, scenarios=["rome", "memit"], rome_hparams=dict(hp, layer=1),
+                                   batch_hparams=dict(hp, layers=(1, 2)), progress=False, chat=True,
+                                   stats_options=dict(texts=SENTENCES * 8, n_tokens=1500, seq_len=24, progress=False))
+    chat = {"chat_efficacy", "chat_paraphrase", "subject_kept"}
+    assert chat <= set(report["unedited"]["scores"])
+    assert report["unedited"]["scores"]["subject_kept"] == 100.0, "the unedited model keeps every name it writes"
+    assert set(report["scenarios"]["rome"]["scores"]) == {"efficacy", "paraphrase", "neighborhood", "gen_efficacy",
+                                                          "gen_paraphrase", *chat}
+    memit = report["scenarios"]["memit"]["scores"]
+    assert "chat_unrelated" in memit and (memit["chat_unrelated"] is None or 0 <= memit["chat_unrelated"] <= 100)
+    row = report["scenarios"]["memit"]["per_record"][0]
+    assert row["chat_answers"] and all(isinstance(a, str) for a in row["chat_answers"].values())
+    assert any(q.endswith("?") and "Alice Smith" in q for q in row["chat_answers"])
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert render(report).splitlines()[0].split()[-4:] == ["chatES", "chatPS", "name", "unrel"]
+    json.dumps(report)

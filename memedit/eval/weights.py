@@ -17,6 +17,23 @@ Scores per record (probability-based: mean log-probability per target token):
 * **gen_efficacy** / **gen_paraphrase**: greedy decoding starts with the new object;
 * **perplexity**: on held-out prose (the gates' text) before and after.
 
+Chat scores (``chat=True``, issue 19): what a user of the chatbot gets. Each
+record becomes a fact edit and is asked its questions
+(:func:`memedit.chat_check.edit_questions`: the direct question from the
+relation catalogue, paraphrase questions) as the router's base / weights
+route asks them (chat template, greedy, ``chat_max_new_tokens``):
+
+* **chat_efficacy**: the direct question's answer contains the new object
+  (strict scorer, word boundaries, anywhere in the answer);
+* **chat_paraphrase**: the share of paraphrase questions whose answer does;
+* **subject_kept**: of the prompts about the subject (the name probe and the
+  direct question) whose unedited answer wrote the subject's name, the share
+  whose edited answer still does (a record with none counts as kept);
+* **chat_unrelated** (per scenario, after all its edits; not for ``rome``,
+  whose edits are reverted one by one): of the unrelated questions (the gates'
+  probe set and the records' relation neighbours) answered right by the
+  unedited model, the share still answered right.
+
 Scenarios: ``rome`` (each record applied alone, scored, reverted bit-identically),
 ``rome-sequential`` (all records applied one after another, scored at the end, with the
 ``sequential`` preset a ROME commit uses: :data:`memedit.methods.rome.hparams.ROME_PRESETS`),
@@ -37,7 +54,9 @@ from .scoring import answer_matches
 
 log = logging.getLogger(__name__)
 SCENARIOS = ("rome", "rome-sequential", "memit", "emmet")
-SCORE_KEYS = ("efficacy", "paraphrase", "neighborhood", "gen_efficacy", "gen_paraphrase")
+SCORE_KEYS = ("efficacy", "paraphrase", "neighborhood", "gen_efficacy", "gen_paraphrase", "chat_efficacy",
+              "chat_paraphrase", "subject_kept")
+CHAT_MAX_NEW_TOKENS = 48
 
 
 def load_counterfact(path: str | Path, n: int | None = None, offset: int = 0,
@@ -106,11 +125,62 @@ def score_records(model: Any, tok: Any, recs: Sequence[dict[str, Any]], generate
     return out
 
 
+def _as_edit(rec: dict[str, Any]) -> Any:
+    from ..edits import Edit
+    from ..methods.rome import as_request
+
+    req = as_request(rec)
+    return Edit.fact(req.subject, req.template, req.target_new, target_true=req.target_true)
+
+
+def chat_rows(model: Any, tok: Any, recs: Sequence[dict[str, Any]], rows: list[dict[str, Any]],
+              base: Sequence[dict[str, Any]] | None = None,
+              max_new_tokens: int = CHAT_MAX_NEW_TOKENS) -> None:
+    """Add the chat scores to ``rows`` (one per record, in place); ``base``: the unedited model's rows.
+
+    Without ``base`` (the unedited model itself) ``subject_kept`` is 100% by definition.
+    """
+    from ..chat_check import answer_gives, edit_questions, name_kept
+    from ..chat_gates import answers
+    from ..models.backends import LocalLM
+
+    lm = LocalLM(model, tok, max_new_tokens=max_new_tokens)
+    edits = [_as_edit(r) for r in recs]
+    questions = [edit_questions(e) for e in edits]
+    asked = answers(lm, [p for q in questions for p in (q.direct, *q.paraphrases, *q.names)])
+    for i, (e, q, row) in enumerate(zip(edits, questions, rows)):
+        row["chat_efficacy"] = answer_gives(asked[q.direct], q.direct, e)
+        row["chat_paraphrase"] = (sum(answer_gives(asked[p], p, e) for p in q.paraphrases) / len(q.paraphrases)
+                                  if q.paraphrases else float(row["chat_efficacy"]))
+        row["chat_answers"] = {p: asked[p] for p in (q.direct, *q.paraphrases, *q.names)}
+        if base is None:
+            row["subject_kept"] = True
+        else:
+            before = base[i]["chat_answers"]
+            row["subject_kept"] = all(name_kept(before[p], asked[p], e.subject or "") for p in (*q.names, q.direct))
+
+
+def unrelated_stability(model: Any, tok: Any, recs: Sequence[dict[str, Any]],
+                        before: dict[str, str] | None = None) -> tuple[float | None, dict[str, str]]:
+    """(% of unrelated questions right before that are still right, this model's answers); None without ``before``."""
+    from ..chat_gates import answers, chat_questions
+    from ..models.backends import LocalLM
+    from ..eval.scoring import answer_matches
+
+    plan = chat_questions([_as_edit(r) for r in recs])
+    now = answers(LocalLM(model, tok, max_new_tokens=24), plan.unrelated_prompts())
+    if before is None:
+        return None, now
+    right = [(q, exp) for q, exp in plan.unrelated if answer_matches(before[q], exp[:1], exp[1:])]
+    kept = [answer_matches(now[q], exp[:1], exp[1:]) for q, exp in right]
+    return (round(100.0 * sum(kept) / len(kept), 1) if kept else None), now
+
+
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Percentages of records passing each score."""
+    """Percentages of records passing each score (a fractional score, chat_paraphrase, is averaged)."""
     if not rows:
         return {}
-    return {k: round(100.0 * sum(bool(r[k]) for r in rows) / len(rows), 1) for k in SCORE_KEYS if k in rows[0]}
+    return {k: round(100.0 * sum(float(r[k]) for r in rows) / len(rows), 1) for k in SCORE_KEYS if k in rows[0]}
 
 
 def _heldout() -> list[str]:
@@ -122,13 +192,15 @@ def _heldout() -> list[str]:
 def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], *,
                           scenarios: Sequence[str] = SCENARIOS, rome_hparams: Any = None, batch_hparams: Any = None,
                           stats_tokens: int = 100_000, stats_options: dict[str, Any] | None = None,
-                          generate: bool = True, progress: bool = True) -> dict[str, Any]:
+                          generate: bool = True, chat: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the ``scenarios`` on ``recs``; returns a JSON-ready report (scores, perplexity, timings).
 
     ``rome_hparams`` / ``batch_hparams``: keyword overrides (dicts) of the
     family defaults (:class:`RomeHParams`, :class:`MemitHParams`,
     :class:`EmmetHParams`). ``stats_options``: extra keywords for
     :func:`memedit.methods.stats.second_moments` (``texts`` for another corpus).
+    ``chat``: add the chat scores (see the module docstring; slower: a few
+    generated answers per record).
     """
     from tqdm.auto import tqdm
 
@@ -162,14 +234,29 @@ def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], 
     heldout = _heldout()
     ppl_base = perplexity(model, tok, heldout)
     base_rows = score_records(model, tok, recs, generate=generate)
+    unrelated_base: dict[str, str] = {}
+    if chat:
+        chat_rows(model, tok, recs, base_rows)
+        _, unrelated_base = unrelated_stability(model, tok, recs)
+
+    def scored(rows: list[dict[str, Any]], subset: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """``rows`` with the chat scores added (records ``subset`` of ``recs``, default all)."""
+        if chat:
+            idx = list(subset) if subset is not None else list(range(len(recs)))
+            chat_rows(model, tok, [recs[i] for i in idx], rows, [base_rows[i] for i in idx])
+        return rows
+
     report["unedited"] = {"scores": summarise(base_rows), "perplexity": round(ppl_base, 3)}
     arch = arch_for(model)
     pristine = snapshot(model, [arch.weight_name(layer) for layer in layers])
 
     def finish(name: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         ppl = perplexity(model, tok, heldout)
+        scores = summarise(scored(rows))
+        if chat:
+            scores["chat_unrelated"] = unrelated_stability(model, tok, recs, unrelated_base)[0]
         restore(model, pristine)
-        report["scenarios"][name] = {"scores": summarise(rows), "perplexity": round(ppl, 3),
+        report["scenarios"][name] = {"scores": scores, "perplexity": round(ppl, 3),
                                      "perplexity_change_pct": round(100.0 * (ppl / ppl_base - 1.0), 2),
                                      **extra, "per_record": rows}
         log.info("%s: %s", name, report["scenarios"][name]["scores"])
@@ -182,7 +269,7 @@ def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], 
                 secs.append(res.stats["seconds"]["total"])
                 cpus.append(res.stats["seconds"].get("cpu_total", float("nan")))
                 apply_deltas(model, res.deltas)
-                rows += score_records(model, tok, [rec], generate=generate)
+                rows += scored(score_records(model, tok, [rec], generate=generate), [len(rows)])
                 restore(model, pristine)
             # perplexity per single edit is not measured (it would cost a held-out pass per edit)
             # CPU seconds beside wall seconds: on a shared machine the wall clock mostly measures the neighbours
@@ -224,6 +311,9 @@ def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], 
 def render(report: dict[str, Any]) -> str:
     """The report as a plain-text table (ES/PS/NS and generation scores, perplexity change, time)."""
     head = f"{'scenario':16s} {'ES':>6s} {'PS':>6s} {'NS':>6s} {'genES':>6s} {'genPS':>6s} {'ppl %':>7s} {'time':>10s}"
+    chat = "chat_efficacy" in report["unedited"]["scores"]
+    if chat:
+        head += f" {'chatES':>7s} {'chatPS':>7s} {'name':>6s} {'unrel':>6s}"
     lines = [head]
     rows = [("unedited", report["unedited"])] + list(report["scenarios"].items())
     for name, r in rows:
@@ -233,8 +323,15 @@ def render(report: dict[str, Any]) -> str:
         ppl = r.get("perplexity_change_pct")
         lines.append(f"{name:16s} {s.get('efficacy', 0):6.1f} {s.get('paraphrase', 0):6.1f} "
                      f"{s.get('neighborhood', 0):6.1f} {s.get('gen_efficacy', float('nan')):6.1f} "
-                     f"{s.get('gen_paraphrase', float('nan')):6.1f} {'' if ppl is None else f'{ppl:+.1f}':>7s} {when:>10s}")
+                     f"{s.get('gen_paraphrase', float('nan')):6.1f} {'' if ppl is None else f'{ppl:+.1f}':>7s} {when:>10s}"
+                     + (f" {s.get('chat_efficacy', float('nan')):7.1f} {s.get('chat_paraphrase', float('nan')):7.1f} "
+                        f"{s.get('subject_kept', float('nan')):6.1f} "
+                        f"{_num(s.get('chat_unrelated')):>6s}" if chat else ""))
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def plot(report: dict[str, Any], out: str | Path) -> None:

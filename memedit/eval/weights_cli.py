@@ -2,6 +2,7 @@
 
     memedit eval weights --n 100 --scenarios rome,rome-sequential,memit,emmet \\
         --json out/weights.json --plot out/weights.png --threads 1
+    memedit eval weights --n 20 --scenarios rome-sequential --no-chat      # cloze scores only (faster)
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def weights_command(
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     stats_tokens: Annotated[int, typer.Option("--stats-tokens", help="Tokens of text for the second-moment statistics.")] = 100_000,
     no_generate: Annotated[bool, typer.Option("--no-generate", help="Skip the generation-based scores.")] = False,
+    chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Also score chat answers (direct and paraphrase "
+                                       "questions, subject name, unrelated questions), as users get them.")] = True,
     rome_hp: Annotated[list[str] | None, typer.Option(
         "--rome-hp", help="ROME hyperparameter override key=value (JSON value), repeatable.")] = None,
     batch_hp: Annotated[list[str] | None, typer.Option(
@@ -57,7 +60,7 @@ def weights_command(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole report here.")] = None,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write a bar chart PNG here.")] = None,
 ) -> None:
-    """Efficacy, paraphrase and neighborhood scores, generation efficacy and perplexity change per scenario."""
+    """Efficacy, paraphrase and neighborhood scores, generation efficacy, perplexity change and chat scores per scenario."""
     with cli_errors(False):
         import torch
 
@@ -77,7 +80,7 @@ def weights_command(
         lm, tok = load_causal_lm(model, device=device, dtype=dtype, reuse=False)
         report = evaluate_weight_edits(lm, tok, recs, scenarios=[s.strip() for s in scenarios.split(",") if s.strip()],
                                        rome_hparams=_overrides(rome_hp), batch_hparams=_overrides(batch_hp),
-                                       stats_tokens=stats_tokens, generate=not no_generate)
+                                       stats_tokens=stats_tokens, generate=not no_generate, chat=chat)
         report.update(model=model, device=device, dtype=dtype, threads=torch.get_num_threads(), side=side,
                       split_sha256=default_split().sha256,
                       command="memedit eval weights " + " ".join(sys.argv[3:]))
