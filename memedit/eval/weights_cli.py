@@ -19,7 +19,7 @@ from .cli import app
 DEFAULT_DATA = Path("../shared/data/counterfact/counterfact-dev.jsonl")
 
 
-def _overrides(items: list[str] | None) -> dict[str, Any]:
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["key=value", ...]`` with JSON values (plain strings allowed) as a dict; lists become tuples."""
     from ..errors import ValidationError
 
@@ -79,7 +79,7 @@ def weights_command(
                    err=True)
         lm, tok = load_causal_lm(model, device=device, dtype=dtype, reuse=False)
         report = evaluate_weight_edits(lm, tok, recs, scenarios=[s.strip() for s in scenarios.split(",") if s.strip()],
-                                       rome_hparams=_overrides(rome_hp), batch_hparams=_overrides(batch_hp),
+                                       rome_hparams=parse_overrides(rome_hp), batch_hparams=parse_overrides(batch_hp),
                                        stats_tokens=stats_tokens, generate=not no_generate, chat=chat)
         report.update(model=model, device=device, dtype=dtype, threads=torch.get_num_threads(), side=side,
                       split_sha256=default_split().sha256,

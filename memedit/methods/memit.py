@@ -43,7 +43,7 @@ from .hooks import frozen, get_module
 from .rome import contexts_for, probe
 from .rome.hparams import ValueHParams
 from .rome.keys import compute_keys
-from .rome.prompts import Request, as_request, target_ids
+from .rome.prompts import Request, as_request, target_ids, with_chat_forms
 from .rome.values import compute_values
 
 
@@ -209,7 +209,7 @@ def batch_edit(
     hp.validate()
     if not edits:
         raise ValidationError(f"{method} needs at least one edit")
-    requests = [as_request(e) for e in edits]
+    requests = [with_chat_forms(tok, as_request(e), hp.chat_forms, hp.chat_target) for e in edits]
     n_layers = arch.n_layers(model.config)
     if hp.layers[-1] >= n_layers or hp.layers[0] < 0:
         raise ValidationError(f"layers {list(hp.layers)} are outside this model's 0..{n_layers - 1}")
@@ -316,7 +316,7 @@ def compute_targets(model: Any, tok: Any, edits: Sequence[Any], hp: MemitHParams
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    requests = [as_request(e) for e in edits]
+    requests = [with_chat_forms(tok, as_request(e), hp.chat_forms, hp.chat_target) for e in edits]
     layer = hp.layers[-1]
     with frozen(model):
         contexts = tuple(contexts) if contexts is not None else contexts_for(model, tok, hp)

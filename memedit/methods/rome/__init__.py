@@ -35,7 +35,7 @@ from .contexts import context_prefixes
 from .hparams import RomeHParams, ValueHParams
 from .keys import compute_keys
 from .measure import target_logprobs
-from .prompts import Request, as_request, target_ids
+from .prompts import Request, as_request, target_ids, with_chat_forms
 from .update import rank_one_update
 from .values import compute_values
 
@@ -87,7 +87,7 @@ def apply(
     arch = arch_for(model)
     hp = hparams or RomeHParams.for_model(model)
     hp.validate()
-    req = as_request(edit)
+    req = with_chat_forms(tok, as_request(edit), hp.chat_forms, hp.chat_target)
     n_layers = arch.n_layers(model.config)
     if not 0 <= hp.layer < n_layers:
         raise ValidationError(f"layer {hp.layer} is outside this model's 0..{n_layers - 1}")

@@ -32,6 +32,12 @@ class ValueHParams:
       ``kl_prompts`` (keeps what the subject *is*) + ``weight_decay`` x
       ``|delta|^2 / |v|^2``; ``|delta|`` is clamped to
       ``clamp_norm_factor x |v|``.
+    * chat forms (issue 19): ``chat_forms`` of the edit's chat questions
+      (direct first, then paraphrases), rendered with the tokenizer's chat
+      template as the router's bare route sends them, add a rewrite row each
+      (target: the new object, or the edit's sentence, ``chat_target``) and a
+      key row each (:func:`memedit.methods.rome.prompts.with_chat_forms`); 0
+      writes the cloze prompt only, as in the paper.
     * optimiser: Adam with ``lr``, at most ``max_steps`` steps, stopping
       (``stop_rule="prob"``) once the mean probability of the target over the
       prefixed prompts reaches ``stop_prob``, or (``stop_rule="most_probable"``,
@@ -44,6 +50,8 @@ class ValueHParams:
     prefixes: tuple[str, ...] | None = None
     prefix_seed: int = 0
     kl_prompts: tuple[str, ...] = ("{} is a",)
+    chat_forms: int = 0
+    chat_target: str = "sentence"
     lr: float = 1.0
     max_steps: int = 20
     stop_prob: float = 0.9
@@ -69,6 +77,10 @@ class ValueHParams:
             raise ValidationError("stop_prob must be in (0, 1]")
         if self.stop_rule not in ("prob", "most_probable"):
             raise ValidationError("stop_rule must be 'prob' or 'most_probable'")
+        if self.chat_forms < 0:
+            raise ValidationError("chat_forms must be >= 0")
+        if self.chat_target not in ("object", "sentence"):
+            raise ValidationError("chat_target must be 'object' or 'sentence'")
         if self.n_prefixes < 0 or self.prefix_tokens < 1:
             raise ValidationError("n_prefixes must be >= 0 and prefix_tokens >= 1")
         for p in self.kl_prompts:

@@ -4,7 +4,8 @@
 >>> K.shape       # (n_requests, intermediate_size)                                     # doctest: +SKIP
 
 ``k*`` is the input of the MLP down projection at the subject's last token,
-averaged over the prompt preceded by each context prefix (ROME, eq. 3). All
+averaged over the prompt preceded by each context prefix (ROME, eq. 3), and
+over the request's extra forms (the subject as it appears in chat questions). All
 prefixed prompts of all requests go through ONE forward pass, cut after the
 subject's last token (later tokens cannot change it) and stopped after the
 layer (later layers are not needed).
@@ -45,8 +46,9 @@ def compute_keys(
     seqs: list[list[int]] = []
     owner: list[int] = []
     for i, req in enumerate(requests):
-        for ctx in contexts:
-            ids, last = encode_with_subject(tok, ctx, req.template, req.subject)
+        prompts = [(ctx, req.template) for ctx in contexts] + [("", f.template) for f in req.form_requests()]
+        for ctx, template in prompts:
+            ids, last = encode_with_subject(tok, ctx, template, req.subject)
             seqs.append(ids[: last + 1])
             owner.append(i)
     width = max(len(s) for s in seqs)

@@ -31,10 +31,52 @@ class Request:
     target_true: str | None = None
     paraphrases: tuple[str, ...] = ()
     edit_id: int | None = None
+    #: more (template, target) pairs the edit is written for, with the subject at ``{}`` (chat forms, see
+    #: :func:`with_chat_forms`): each adds a rewrite row to the value optimisation and a key row to the key
+    forms: tuple[tuple[str, str], ...] = ()
 
     def prompt(self) -> str:
         """The filled prompt, e.g. ``'The mother tongue of Danielle Darrieux is'``."""
         return self.template.replace("{}", self.subject)
+
+    def form_requests(self) -> list["Request"]:
+        """One request per extra form (its template, its target), for the row builders."""
+        return [Request(self.subject, t, target, edit_id=self.edit_id) for t, target in self.forms]
+
+
+CHAT_TARGETS = ("object", "sentence")
+
+
+def with_chat_forms(tok: Any, req: Request, n: int, target: str = "sentence") -> Request:
+    """``req`` with its first ``n`` chat questions as extra forms: the question as the chat template renders it
+    for the router's bare route (``[{"role": "user", "content": question}]``, generation prompt added), the
+    subject where the question names it, and as target the new object (``target="object"``) or the edit's
+    sentence, which restates the subject's name before the object (``"sentence"``).
+
+    A tokenizer without a chat template, or ``n == 0``, leaves ``req`` as it is.
+    """
+    from dataclasses import replace
+
+    from ...chat_check import edit_questions
+    from ...edits import Edit
+
+    if n <= 0 or not getattr(tok, "chat_template", None):
+        return req
+    if target not in CHAT_TARGETS:
+        raise ValidationError(f"chat target must be one of {CHAT_TARGETS}")
+    edit = Edit.fact(req.subject, req.template, req.target_new, target_true=req.target_true)
+    q = edit_questions(edit)
+    answer = req.target_new if target == "object" else edit.sentence()
+    forms = []
+    for question in [q.direct, *q.paraphrases][:n]:
+        if req.subject not in question:
+            continue
+        rendered = tok.apply_chat_template([{"role": "user", "content": question.replace(req.subject, "\x00", 1)}],
+                                           tokenize=False, add_generation_prompt=True)
+        if rendered.count("\x00") != 1 or "{" in rendered or "}" in rendered:
+            continue  # a template that rewrites the text, or braces that would confuse the placeholder
+        forms.append((rendered.replace("\x00", "{}"), answer))
+    return replace(req, forms=req.forms + tuple(forms))
 
 
 def _target(value: Any, name: str) -> str | None:

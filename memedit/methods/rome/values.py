@@ -61,6 +61,8 @@ def build_rows(tok: Any, requests: Sequence[Request], contexts: Sequence[str], k
     for i, req in enumerate(requests):
         for ctx in contexts:
             rows.append(rewrite_row(tok, i, ctx, req))
+        for form in req.form_requests():  # chat forms: the question as the router sends it, no context
+            rows.append(rewrite_row(tok, i, "", form))
         for kl in kl_prompts:
             rows.append(kl_row(tok, i, kl, req))
     return rows
