@@ -213,19 +213,22 @@ def test_add_through_policy(env):
     assert store.get(env["e"]["pres"].id).status == "active"
 
 
-def test_rate_limit_per_author(env):
+def test_rate_limit_per_token_whatever_author_the_body_names(env):
     c, store = env["c"], env["store"]
     w = H(env["s"]["acme_rw"])
     for i in range(3):
         assert c.post("/api/edits", json={"namespace": "acme/u2", "statement": f"Fact number {i} holds.",
-                                          "author": "spammer"}, headers=w).status_code == 201
+                                          "author": f"author-{i}"}, headers=w).status_code == 201
     n = store.count("acme/u2")
-    r = c.post("/api/edits", json={"namespace": "acme/u2", "statement": "One more.", "author": "spammer"}, headers=w)
-    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1 and "spammer" in r.json()["error"]
+    r = c.post("/api/edits", json={"namespace": "acme/u2", "statement": "One more.", "author": "brand-new"}, headers=w)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1 and "acme-rw" in r.json()["error"]
     assert store.count("acme/u2") == n
-    # another author, and the same author elsewhere, are not limited
-    assert c.post("/api/edits", json={"namespace": "acme/u2", "statement": "Fine.", "author": "ok"}, headers=w).status_code == 201
-    assert c.post("/api/edits", json={"namespace": "acme/u1", "statement": "Fine too.", "author": "spammer"}, headers=w).status_code == 201
+    # another token, and the same token in another namespace, are not limited
+    other = H(env["s"]["admin"])
+    assert c.post("/api/edits", json={"namespace": "acme/u2", "statement": "Fine.", "author": "ok"},
+                  headers=other).status_code == 201
+    assert c.post("/api/edits", json={"namespace": "acme/u1", "statement": "Fine too.", "author": "x"},
+                  headers=w).status_code == 201
 
 
 @pytest.mark.parametrize("body", [

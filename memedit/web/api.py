@@ -21,11 +21,13 @@ import io
 from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..edits import STATUSES, Edit
-from ..errors import NotFoundError, ValidationError
+from ..errors import MAX_SQL_INT, NotFoundError, ValidationError
+from ..policy import RateLimitedError
 from ..safety import RefusedEditError
 from ..store.chain import canonical_json, event_hash
 from .auth import Principal
@@ -33,6 +35,8 @@ from .query import MAX_PAGE, EditFilter, iter_matching, list_page
 
 router = APIRouter(prefix="/api")
 MAX_BULK = 1000  # each forget rewrites the index file and checkpoints the WAL
+#: an edit id in a path: a SQLite integer (larger ones are a 422, never a 500)
+EDIT_ID = PathParam(ge=1, le=MAX_SQL_INT, description="The edit's id (1 .. 2^63-1).")
 
 
 class AuthError(Exception):
@@ -100,7 +104,7 @@ class BulkForgetIn(_Body):
     author: Optional[str] = None
     source: Optional[str] = None
     committed: Optional[bool] = None
-    min_uses: Optional[int] = Field(default=None, ge=0)
+    min_uses: Optional[int] = Field(default=None, ge=0, le=MAX_SQL_INT)
     since: Optional[str] = None
     until: Optional[str] = None
     text: Optional[str] = None
@@ -230,10 +234,11 @@ def namespaces(request: Request) -> list[dict[str, Any]]:
 def list_edits(request: Request, namespace: str = "default",
                status: Optional[list[str]] = Query(None, description=f"any of {STATUSES}"),
                author: Optional[str] = None, source: Optional[str] = Query(None, description="substring"),
-               committed: Optional[bool] = None, min_uses: Optional[int] = Query(None, ge=0),
+               committed: Optional[bool] = None, min_uses: Optional[int] = Query(None, ge=0, le=MAX_SQL_INT),
                since: Optional[str] = None, until: Optional[str] = None,
                q: Optional[str] = Query(None, description="substring of the edit's text"),
-               limit: int = Query(50, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> dict[str, Any]:
+               limit: int = Query(50, ge=1, le=MAX_PAGE),
+               offset: int = Query(0, ge=0, le=MAX_SQL_INT)) -> dict[str, Any]:
     need_read(request, namespace)
     st = _state(request)
     f = _filter(namespace, status, author, source, committed, min_uses, since, until, q)
@@ -257,7 +262,7 @@ def search(request: Request, q: str, namespace: str = "default", k: int = Query(
 
 
 @router.get("/edits/{edit_id}", summary="One edit with its history, uses and approval state")
-def get_edit(request: Request, edit_id: int) -> dict[str, Any]:
+def get_edit(request: Request, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     edit, _ = _edit_for(request, edit_id)
     with st.lock:
@@ -270,7 +275,7 @@ def get_edit(request: Request, edit_id: int) -> dict[str, Any]:
 
 
 @router.get("/edits/{edit_id}/history", summary="The edit's events, oldest first, each hash checked")
-def get_history(request: Request, edit_id: int) -> list[dict[str, Any]]:
+def get_history(request: Request, edit_id: int = EDIT_ID) -> list[dict[str, Any]]:
     st = _state(request)
     _edit_for(request, edit_id)
     with st.lock:
@@ -278,7 +283,7 @@ def get_history(request: Request, edit_id: int) -> list[dict[str, Any]]:
 
 
 @router.get("/edits/{edit_id}/usage", summary="Recent questions routed through the edit, with scores")
-def get_usage(request: Request, edit_id: int, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+def get_usage(request: Request, edit_id: int = EDIT_ID, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
     st = _state(request)
     _edit_for(request, edit_id)
     with st.lock:
@@ -323,18 +328,34 @@ def add_edit(request: Request, body: EditIn) -> dict[str, Any]:
     st = _state(request)
     who = need_write(request, body.namespace)
     edit = body.to_edit(default_author=who.name)
+    rules = st.policy.rules(body.namespace)
+    key = (body.namespace, *rate_key(request, who))
     try:
         with st.lock:
+            # Counted per token (and browser address), never by the author the body names: a client could
+            # name a new author each time. The policy's own per-author limit applies too.
+            wait = st.rate.check(key, rules.max_edits, rules.window_s)
+            if wait > 0:
+                raise RateLimitedError(f"token {who.name!r} made {rules.max_edits} edits in {body.namespace!r} "
+                                       f"within {rules.window_s:g} s; try again in {wait:.0f} s", retry_after=wait)
             # the one door (memedit.policy): safety check, review, rate limit, contradictions; owns = the token's scopes
             stored = st.policy.submit(edit, channel=body.channel, actor=who.name, status=body.status,
                                       owns=who.can_write)
+            st.rate.record(key)
     except RefusedEditError as exc:
         return refused_response(exc)  # type: ignore[return-value]
     return edit_json(stored)
 
 
+def rate_key(request: Request, who: Principal) -> tuple[str, ...]:
+    """Whom a new edit counts against: its token; for a browser session, the token and the client's address."""
+    if request.headers.get("authorization") is not None:
+        return ("token", who.name)
+    return ("session", who.name, request.client.host if request.client else "")
+
+
 @router.post("/edits/{edit_id}/approve", summary="Approve a pending edit")
-def approve(request: Request, edit_id: int) -> dict[str, Any]:
+def approve(request: Request, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     _, who = _edit_for(request, edit_id, write=True)
     with st.lock:
@@ -342,7 +363,7 @@ def approve(request: Request, edit_id: int) -> dict[str, Any]:
 
 
 @router.post("/edits/{edit_id}/reject", summary="Reject a pending edit (optional reason)")
-def reject(request: Request, edit_id: int, body: RejectIn) -> dict[str, Any]:
+def reject(request: Request, body: RejectIn, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     _, who = _edit_for(request, edit_id, write=True)
     with st.lock:
@@ -350,7 +371,7 @@ def reject(request: Request, edit_id: int, body: RejectIn) -> dict[str, Any]:
 
 
 @router.post("/edits/{edit_id}/supersede", status_code=201, summary="Replace an edit with a new one")
-def supersede(request: Request, edit_id: int, body: SupersedeIn) -> dict[str, Any]:
+def supersede(request: Request, body: SupersedeIn, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     old, who = _edit_for(request, edit_id, write=True)
     new = body.edit.to_edit(namespace=old.namespace, default_author=who.name)  # type: ignore[union-attr]
@@ -363,7 +384,7 @@ def supersede(request: Request, edit_id: int, body: SupersedeIn) -> dict[str, An
 
 
 @router.post("/edits/{edit_id}/forget", summary="Erase an edit (store, index, weights); confirm with its id")
-def forget(request: Request, edit_id: int, body: ForgetIn) -> dict[str, Any]:
+def forget(request: Request, body: ForgetIn, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     _, who = _edit_for(request, edit_id, write=True)
     if body.confirm != edit_id:

@@ -15,6 +15,7 @@ has one connection per store object, and the index is in memory.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -25,11 +26,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from .. import __version__
-from ..errors import ConflictError, MemeditError, NotFoundError, StoreError, ValidationError
-from ..policy import NamespacePolicy, Policy, RateLimitedError
+from ..errors import ConflictError, MemeditError, NotFoundError, StoreError, ValidationError, as_store_error
+from ..policy import NamespacePolicy, Policy, RateLimitedError, SlidingWindow
 from .api import AuthError
 from .api import router as api_router
 from .auth import Sessions, TokenFile, open_tokens
+from .guard import MAX_BODY_BYTES, RequestGuard, auth_response
 from .pages import router as pages_router
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,13 @@ class AppState:
     public_read: frozenset[str] = frozenset()
     lock: Any = field(default_factory=threading.RLock)
     secure_cookies: bool = False
+    #: new edits per token (and per browser address) in each namespace's window (see ``api.add_edit``)
+    rate: SlidingWindow = field(default_factory=SlidingWindow)
 
 
 def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | NamespacePolicy | None = None,
-               public_read: Iterable[str] = (), secure_cookies: bool = False) -> FastAPI:
+               public_read: Iterable[str] = (), secure_cookies: bool = False,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The app over ``store``.
 
     ``tokens``: the tokens (default: :func:`~memedit.web.auth.open_tokens`,
@@ -58,6 +63,9 @@ def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | 
     default :class:`NamespacePolicy` for every namespace. ``public_read``:
     namespaces anyone may read without a token (default none).
     ``secure_cookies``: mark cookies Secure (serve behind HTTPS).
+    ``max_body_bytes``: larger request bodies get 413 unread
+    (:mod:`memedit.web.guard`, which also checks an API write's token
+    before its body is read).
     """
     if tokens is None:
         tokens, secret = open_tokens(store)
@@ -72,6 +80,7 @@ def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | 
     app.include_router(api_router)
     app.include_router(pages_router)
     _install_errors(app)
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)  # added first: the headers below cover its answers
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Any:
@@ -95,8 +104,12 @@ _STATUS = ((RateLimitedError, 429), (ValidationError, 422), (NotFoundError, 404)
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def _auth(request: Request, exc: AuthError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"error": str(exc), "type": "AuthError"}, status_code=exc.status, headers=headers)
+        return auth_response(exc)
+
+    @app.exception_handler(sqlite3.Error)
+    async def _database(request: Request, exc: sqlite3.Error) -> JSONResponse:
+        log.error("store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": str(as_store_error(exc)), "type": "StoreError"}, status_code=503)
 
     @app.exception_handler(MemeditError)
     async def _memedit(request: Request, exc: MemeditError) -> JSONResponse:

@@ -73,10 +73,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
     policy_chat_status: Annotated[str, typer.Option(help="Status of new corrections from chat users: pending or active.")] = "pending",
-    rate_limit: Annotated[str, typer.Option(help="Edits per author per window, EDITS/SECONDS (0: no limit).")] = "30/3600",
+    rate_limit: Annotated[str, typer.Option(help="New edits per token (and per author) in each namespace per window, EDITS/SECONDS (0: no limit).")] = "30/3600",
     policy_file: Annotated[Optional[Path], typer.Option(help='Per-namespace policies, JSON: {"default": {...}, "namespaces": {"acme": {"chat_status": "active", "max_edits": 100}}}; overrides the two options above.')] = None,
     public_read: Annotated[Optional[list[str]], typer.Option(help="Namespace anyone may read without a token (repeatable).")] = None,
     secure_cookies: Annotated[bool, typer.Option(help="Mark cookies Secure (when served behind HTTPS).")] = False,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Larger request bodies get 413, unread.")] = 1_000_000,
     store: StoreOpt = None, tokens: TokensOpt = None,
 ) -> None:
     """Serve the audit page (/ui/) and the HTTP API (/api, schema at /openapi.json)."""
@@ -101,7 +102,8 @@ def serve(
                    f"Stored hashed in {token_file.where}. Sign in at http://{host}:{port}/ui/login")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can try tokens; use HTTPS in front", host)
-    app_ = create_app(s, tokens=token_file, policy=policy, public_read=public_read or (), secure_cookies=secure_cookies)
+    app_ = create_app(s, tokens=token_file, policy=policy, public_read=public_read or (), secure_cookies=secure_cookies,
+                      max_body_bytes=max_body_bytes)
     try:
         uvicorn.run(app_, host=host, port=port, log_level="info")
     finally:

@@ -23,8 +23,8 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..edits import STATUSES
-from ..errors import MemeditError, NotFoundError
-from .api import AuthError, _filter, edit_json, history_json
+from ..errors import MAX_SQL_INT, MemeditError, NotFoundError, ValidationError
+from .api import EDIT_ID, AuthError, _filter, edit_json, history_json
 from .auth import Principal
 from .query import MAX_PAGE, list_page
 
@@ -136,7 +136,7 @@ def edits_page(request: Request, namespace: str = "default", status: Optional[li
                author: Optional[str] = None, source: Optional[str] = None, committed: Optional[str] = None,
                min_uses: Optional[str] = None, since: Optional[str] = None, until: Optional[str] = None,
                q: Optional[str] = None, mode: str = "text", limit: int = Query(50, ge=1, le=MAX_PAGE),
-               offset: int = Query(0, ge=0)) -> Response:
+               offset: int = Query(0, ge=0, le=MAX_SQL_INT)) -> Response:
     denied = _check_ns(request, namespace)
     if denied is not None:
         return denied
@@ -168,7 +168,7 @@ def edits_page(request: Request, namespace: str = "default", status: Optional[li
 
 
 @router.get("/edits/{edit_id}", response_class=HTMLResponse)
-def edit_page(request: Request, edit_id: int) -> Response:
+def edit_page(request: Request, edit_id: int = EDIT_ID) -> Response:
     st = _state(request)
     who, _ = _session(request)
     if who is None and not st.public_read:
@@ -183,8 +183,8 @@ def edit_page(request: Request, edit_id: int) -> Response:
             usage = st.store.usage(edit_id, limit=50)
             notes = st.store.notes(edit_id)
             approved = st.policy.is_approved(edit)
-    except NotFoundError as exc:
-        return _render(request, "error.html", status=404, message=str(exc))
+    except (NotFoundError, ValidationError) as exc:
+        return _render(request, "error.html", status=404 if isinstance(exc, NotFoundError) else 422, message=str(exc))
     can_write = who is not None and who.can_write(edit.namespace)
     return _render(request, "edit.html", e=edit_json(edit), history=history,
                    chain_ok=all(h["hash_ok"] for h in history), usage=usage, notes=notes, approved=approved,
@@ -192,7 +192,8 @@ def edit_page(request: Request, edit_id: int) -> Response:
 
 
 @router.get("/queue", response_class=HTMLResponse)
-def queue_page(request: Request, namespace: str = "default", offset: int = Query(0, ge=0)) -> Response:
+def queue_page(request: Request, namespace: str = "default",
+               offset: int = Query(0, ge=0, le=MAX_SQL_INT)) -> Response:
     denied = _check_ns(request, namespace)
     if denied is not None:
         return denied
