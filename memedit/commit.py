@@ -33,7 +33,7 @@ from safetensors.torch import save as save_safetensors
 
 from .edits import Edit, utcnow
 from .errors import ConflictError, NotFoundError, StoreError, ValidationError
-from .gates import GateConfig, GateResult, run_gates
+from .gates import GateConfig, GateResult, refusal_reason, run_gates
 from .methods.deltas import EditResult, LowRankDelta, apply_deltas, restore, snapshot
 from .methods.hooks import get_parameter
 from .store import EditStore
@@ -49,7 +49,8 @@ class CommitReport:
     method: str
     commit_ids: list[int] = field(default_factory=list)
     committed_edits: list[int] = field(default_factory=list)
-    refused: list[dict[str, Any]] = field(default_factory=list)   # {"edits": [...], "failed": [gate names], "gates": [...]}
+    #: {"edits": [...], "failed": [gate names], "reason": one line per failed gate, "gates": [...]}
+    refused: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     candidates: list[int] = field(default_factory=list)   # the edits asked for (all of them, in order)
 
@@ -183,8 +184,9 @@ class CommitLedger:
             verdict = run_gates(self.model, self.tok, group, result.deltas, gates or self.gates)
             failed = [g.name for g in verdict if not g.passed]
             if failed:
-                log.warning("commit of edits %s refused by gate(s) %s", [e.id for e in group], failed)
-                report.refused.append({"edits": [e.id for e in group], "failed": failed,
+                reason = refusal_reason(verdict)
+                log.warning("commit of edits %s refused: %s", [e.id for e in group], reason)
+                report.refused.append({"edits": [e.id for e in group], "failed": failed, "reason": reason,
                                        "gates": [g.to_dict() for g in verdict]})
             else:
                 commit_id = self._land(method, group, result, verdict, actor)

@@ -86,7 +86,9 @@ def commit_command(
                           f"in {report.seconds:.1f} s")
         for r in report.refused:
             console.print(f"[red]refused[/red] edits {r['edits']}: gate(s) {', '.join(r['failed'])} failed; "
-                          "the weights are unchanged", markup=True)
+                          "the weights are unchanged and the edits keep answering through the memory", markup=True)
+            if r.get("reason"):
+                console.print(f"  {r['reason']}", markup=False)
     if report.refused:
         raise typer.Exit(EXIT_REFUSED)
 

@@ -336,6 +336,31 @@ def run_gates(model: Any, tok: Any, edits: Sequence[Edit], deltas: Sequence[LowR
     return results
 
 
+def _excerpt(text: str, n: int = 80) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def refusal_reason(results: Sequence[GateResult]) -> str:
+    """One line per failed gate: its value against its threshold and the first example it failed on."""
+    lines = []
+    for g in results:
+        if g.passed:
+            continue
+        line = f"{g.name} {g.value:.3g} (needs {'<=' if g.name in ('norm', 'perplexity') else '>='} {g.threshold:g})"
+        failed = g.detail.get("failed") or g.detail.get("changed") or []
+        first = failed[0] if failed else None
+        if isinstance(first, dict) and "before" in first:
+            line += f": {first.get('prompt') or first.get('question')!r} answered {_excerpt(first['before'])!r} " \
+                    f"before, {_excerpt(first['after'])!r} after"
+        elif isinstance(first, dict) and "answer" in first:
+            line += f": {first['question']!r} -> {_excerpt(first['answer'])!r}"
+        elif isinstance(first, str):
+            line += f": {first!r}"
+        lines.append(line)
+    return "; ".join(lines)
+
+
 def _chat_gates(model: Any, tok: Any, edits: Sequence[Edit], deltas: Sequence[LowRankDelta], cfg: GateConfig,
                 before: Measured, after: Measured | None) -> list[GateResult]:
     """The chat gates (:mod:`memedit.chat_gates`), answers memoised per weights state like the other measurements."""

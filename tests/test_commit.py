@@ -100,6 +100,7 @@ def test_a_failed_gate_leaves_weights_untouched(setup, tok, stats):
     ledger = CommitLedger(store, model, tok, model_name="tiny-llama", gates=strict)
     report = ledger.commit([a], method="rome", hparams=ROME, stats=stats[1])
     assert not report.ok and report.refused[0]["failed"] == ["norm"]
+    assert report.refused[0]["reason"].startswith("norm ") and "needs <= 1e-09" in report.refused[0]["reason"]
     assert report.commit_ids == [] and ledger.commits() == []
     assert _equal(model, base) and not store.get(a.id).committed
     assert list(store.ledger_dir.glob("*.safetensors")) == []
