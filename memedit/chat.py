@@ -203,7 +203,15 @@ def acknowledgement(edit: Edit) -> str:
         why = f" (held for review: {edit.meta['hold_reason']})" if edit.meta.get("hold_reason") else ""
         return f'Thanks, I recorded "{text}" (edit {edit.id}, pending{why}); it will be used once it is approved.'
     extra = f", replaces edit {edit.supersedes}" if edit.supersedes else ""
-    return f'Noted: "{text}" (edit {edit.id}, {edit.status}{extra})'
+    return f'Noted: "{text}" (edit {edit.id}, {edit.status}{extra}){_reading(edit)}'
+
+
+def _reading(edit: Edit) -> str:
+    """"; read as (subject, relation, object)" for an edit carrying a reading (:mod:`memedit.triples`)."""
+    t = edit.meta.get("triple") if isinstance(edit.meta, dict) else None
+    if not isinstance(t, dict):
+        return ""
+    return f"; read as ({t.get('subject')}, {t.get('label')}, {t.get('object')})"
 
 
 def correction_payload(edit: Edit, correction: Correction) -> dict[str, Any]:
@@ -211,6 +219,8 @@ def correction_payload(edit: Edit, correction: Correction) -> dict[str, Any]:
     out = {"route": "correction", "namespace": edit.namespace, "edit_id": edit.id, "status": edit.status,
            "kind": edit.kind, "statement": correction.statement, "confidence": correction.confidence,
            "trigger": correction.trigger, "supersedes": edit.supersedes}
+    if isinstance(edit.meta.get("triple"), dict):
+        out["triple"] = edit.meta["triple"]
     if edit.meta.get("flag"):
         out.update(flag=edit.meta["flag"], hold_rule=edit.meta.get("hold_rule"),
                    hold_reason=edit.meta.get("hold_reason"))
@@ -283,7 +293,7 @@ class ChatSession:
             return ChatTurn(user=text, reply=HELP, kind="command")
         if name == "/edits":
             edits = self.editor.store.list(self.namespace, status=("active", "pending"), limit=50)
-            lines = [f"{e.id}: {e.sentence()} ({e.status})" for e in edits] or ["(no edits yet)"]
+            lines = [f"{e.id}: {e.sentence()} ({e.status}){_reading(e)}" for e in edits] or ["(no edits yet)"]
             return ChatTurn(user=text, reply="\n".join(lines), kind="command",
                             data={"edits": [e.to_dict() for e in edits]})
         if name == "/forget":

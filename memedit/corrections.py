@@ -538,7 +538,7 @@ def _build_edit(body: str, old: str | None, *, namespace: str, author: str | Non
                 structured: bool) -> tuple[Edit, str]:
     statement = normalise_statement(body)
     if structured:
-        fact = _split_fact(statement.rstrip("."))
+        fact = split_fact(statement.rstrip("."))
         if fact is not None:
             subject, prompt, target = fact
             target_true = old if old and old.casefold() != target.casefold() else None
@@ -551,8 +551,13 @@ def _build_edit(body: str, old: str | None, *, namespace: str, author: str | Non
     return Edit.text(statement, namespace=namespace, author=author, source=source), statement
 
 
-def _split_fact(sentence: str) -> tuple[str, str, str] | None:
-    """(subject, prompt template, target) when the sentence splits cleanly, else None."""
+def split_fact(sentence: str) -> tuple[str, str, str] | None:
+    """(subject, prompt template, target) when the sentence has the shape "The <relation> of <subject> is
+    <object>" or "<Subject>'s <relation> is <object>", else None.
+
+    >>> split_fact("The CEO of Acme is Jane Roe")
+    ('Acme', 'The CEO of {} is', 'Jane Roe')
+    """
     if "{" in sentence or "}" in sentence or len(_COPULA_WORD.findall(sentence)) != 1:
         return None
     m = _FACT_OF.match(sentence)

@@ -57,6 +57,8 @@ from typing import Any, Callable, Iterable
 from .edits import Edit, relation_key, subject_key
 from .errors import ConflictError, ValidationError
 from .safety import HOLD, REFUSE, RefusedEditError, Verdict, assess_edit
+from .triples import META_KEY as TRIPLE_KEY
+from .triples import relation_of, structured
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +216,12 @@ class Policy:
                 raise ValidationError(f"namespace {edit.namespace!r} requires review: {channel} edits start pending")
             start = status
         verdict = self.assess(edit, channel=channel, owns=owns)
+        # A statement that states a relation of a subject is kept as (subject, relation, object) too: MeLLo
+        # answers hops with it, and a later statement of the same subject and relation supersedes it. Free text
+        # from any door; fact edits from chat (an API's structured edit says what it means already). Read after
+        # the safety check (which judges what the user wrote), and never for an edit held for review.
+        if verdict.action != HOLD and (edit.kind == "text" or channel == "chat"):
+            edit = structured(edit)
         meta = dict(edit.meta)
         meta[ORIGIN_KEY] = channel
         if verdict.action == HOLD:
@@ -231,7 +239,11 @@ class Policy:
                 raise RateLimitedError(
                     f"author {key[1] or '(anonymous)'!r} made {rules.max_edits} edits in {edit.namespace!r} within "
                     f"{rules.window_s:g} s; try again in {wait:.0f} s", retry_after=wait)
-            stored = self.store.add(replace(edit, meta=meta), status=start, actor=actor)
+            earlier = self.same_relation(edit) if start == "active" and not conflicts else []
+            if earlier:  # the same subject and relation said in other words: the store's key would not match
+                stored = self.store.supersede(earlier[0], replace(edit, meta=meta), actor=actor)
+            else:
+                stored = self.store.add(replace(edit, meta=meta), status=start, actor=actor)
             self._window.record(key)
         if verdict.action == HOLD:
             log.info("held edit %s in %s for review (%s): %s", stored.id, stored.namespace, verdict.rule,
@@ -270,22 +282,41 @@ class Policy:
         return self.store.supersede(old_id, new, actor=actor)
 
     def contradictions(self, edit: Edit) -> list[int]:
-        """Ids of approved active edits with the same subject and relation as ``edit`` but another target."""
+        """Ids of approved active edits with the same subject and relation as ``edit`` but another target.
+
+        The same relation: the same prompt template, or the same catalogue relation when ``edit`` carries a
+        reading (:mod:`memedit.triples`).
+        """
+        target = (edit.target_new or "").casefold().strip()
+        return [int(o.id) for o in self._about_same(edit, ("active",))  # type: ignore[arg-type]
+                if (o.target_new or "").casefold().strip() != target and self.is_approved(o)]
+
+    def same_relation(self, edit: Edit) -> list[int]:
+        """Live edits (newest first) that state ``edit``'s subject and catalogue relation in other words: what
+        it supersedes beyond the store's own rule (equal prompt templates)."""
+        if not edit.meta.get(TRIPLE_KEY):
+            return []
+        rel = relation_key(edit.prompt or "")
+        return sorted((int(o.id) for o in self._about_same(edit, ("active", "pending"))  # type: ignore[arg-type]
+                       if relation_key(o.prompt or "") != rel), reverse=True)
+
+    def _about_same(self, edit: Edit, statuses: tuple[str, ...]) -> list[Edit]:
         if edit.kind != "fact" or not edit.subject or not edit.prompt:
             return []
         subj, rel = subject_key(edit.subject), relation_key(edit.prompt)
-        target = (edit.target_new or "").casefold().strip()
+        reading = edit.meta.get(TRIPLE_KEY) or {}
         out = []
-        for other in self._same_subject(edit.namespace, edit.subject):
-            if (other.kind == "fact" and other.subject and other.prompt and subject_key(other.subject) == subj
-                    and relation_key(other.prompt) == rel and (other.target_new or "").casefold().strip() != target
-                    and self.is_approved(other)):
-                out.append(int(other.id))  # type: ignore[arg-type]
+        for other in self._same_subject(edit.namespace, edit.subject, statuses):
+            if other.kind != "fact" or not other.subject or not other.prompt or subject_key(other.subject) != subj:
+                continue
+            if relation_key(other.prompt) == rel or (reading and relation_of(other) == reading.get("relation")):
+                out.append(other)
         return out
 
-    def _same_subject(self, namespace: str, subject: str) -> Iterable[Edit]:
+    def _same_subject(self, namespace: str, subject: str, statuses: tuple[str, ...] = ("active",)) -> Iterable[Edit]:
         try:
-            return self.store.list(namespace, status="active", text=subject, limit=1000)
+            return self.store.list(namespace, status=statuses if len(statuses) > 1 else statuses[0], text=subject,
+                                   limit=1000)
         except Exception as exc:  # a namespace that does not exist yet has nothing to contradict
             from .errors import NotFoundError
 

@@ -360,7 +360,8 @@ def test_cli_add_refuses_with_exit_code_2_or_holds(cli_env: Path, embedder) -> N
     assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "active"
     with EditStore(cli_env) as s:
         assert sorted(e.status for e in s.list(status=("active", "pending"))) == ["active", "pending"]
-        assert s.list(status="active")[0].meta == {"origin": "cli"}
+        meta = s.list(status="active")[0].meta  # its origin, and the statement read as a triple (issue 20)
+        assert meta["origin"] == "cli" and set(meta) == {"origin", "triple"} and meta["triple"]["relation"] == "P169"
 
 
 # --------------------------------------------------------------------------- detection of the common phrasings

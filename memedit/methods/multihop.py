@@ -822,6 +822,12 @@ class FactIndex:
     def _about(self, edits: Iterable[Edit], relation: Relation) -> list[tuple[Edit, float]]:
         out = []
         for e in edits:
+            # a statement typed in chat carries its reading (memedit.triples): the relation it was read as
+            reading = e.meta.get("triple") if isinstance(e.meta, dict) else None
+            if isinstance(reading, dict) and isinstance(reading.get("relation"), str):
+                if reading["relation"] == relation.id:
+                    out.append((e, float(reading.get("score", 1.0))))
+                continue
             rel, score = self.catalogue.relation_of_template(e.prompt or "")
             if rel.id == relation.id and score >= EDIT_RELATION_THRESHOLD:
                 out.append((e, score))
