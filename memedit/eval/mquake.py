@@ -54,8 +54,11 @@ log = logging.getLogger(__name__)
 
 # "editor": the questions asked through Editor.ask on the case's store (scope gate, router: what users get);
 # "mello": MeLLo called directly (the method-level score); rome, memit: memedit.eval.mquake_weights
-METHODS = ("mello", "editor", "base", "ike", "rome", "memit")
+# "chat": the case's edits typed into a ChatSession in natural phrasings, the questions asked through it
+# (memedit.eval.mquake_chat)
+METHODS = ("mello", "editor", "chat", "base", "ike", "rome", "memit")
 MODES = ("single", "batch")
+DEFAULT_METHODS = "mello,editor,base,ike"
 SUBSETS = ("all", "known", "known_new", "known_needed")
 
 
@@ -79,6 +82,7 @@ class MQuAKECase:
     single_hops: tuple[SingleHop, ...]
     new_single_hops: tuple[SingleHop, ...]
     edited_hops: tuple[int, ...]       # indices of the new chain's hops that an edit covers
+    edit_relations: tuple[str, ...] = ()  # the Wikidata relation of each edit (for typing it in chat)
 
     @property
     def relations(self) -> tuple[str, ...]:
@@ -120,7 +124,8 @@ def load_mquake(path: str | Path) -> list[MQuAKECase]:
             out.append(MQuAKECase(str(rec["case_id"]), tuple(edits), tuple(eqs), tuple(rec["questions"]),
                                   _names({"answer": rec["answer"], "answer_alias": rec.get("answer_alias", [])}),
                                   _names({"answer": rec["new_answer"],
-                                          "answer_alias": rec.get("new_answer_alias", [])}), sh, nsh, edited))
+                                          "answer_alias": rec.get("new_answer_alias", [])}), sh, nsh, edited,
+                                  tuple(str(rw.get("relation_id", "")) for rw in rec["requested_rewrite"])))
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise ValidationError(f"{where}: not an MQuAKE record ({type(exc).__name__}: {exc})") from exc
     if not out:
@@ -150,6 +155,7 @@ class CaseResult:
     seconds: dict[str, float] = field(default_factory=dict)
     traces: list[list[dict[str, Any]]] = field(default_factory=list)
     routes: dict[str, list[str]] = field(default_factory=dict)   # editor: the route each question took
+    typed: list[dict[str, Any]] = field(default_factory=list)     # chat: each edit as typed and as stored
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -262,6 +268,12 @@ class MQuAKEEvaluator:
                 r.edit_wise[m] = [hit(a, acc) for a, (_, acc) in zip(ew_answers, case.edit_questions)]
                 r.seconds[m] = round(time.perf_counter() - t0, 2)
                 continue
+            if m == "chat":  # the edits typed in a chat session, the questions asked through it
+                from .mquake_chat import run_chat
+
+                run_chat(self._chat_editor, case, f"{namespace}-chat", r)
+                r.seconds[m] = round(time.perf_counter() - t0, 2)
+                continue
             if m == "editor":  # what a user of Editor.ask gets: scope classifier, router, then the chosen method
                 asked = [self._editor.ask(q, namespace) for q in case.questions]
                 answers = [a.text for a in asked]
@@ -353,6 +365,10 @@ class MQuAKEEvaluator:
                 from ..editor import Editor
 
                 ev._editor = Editor(model=self.backend, store=store, policy=self.editor_policy)
+            if "chat" in methods:
+                from ..editor import Editor
+
+                ev._chat_editor = Editor(model=self.backend, store=store, policy=self.editor_policy)
             if mode == "batch":
                 ns = "mquake-batch"
                 store.create_namespace(ns)
@@ -389,7 +405,12 @@ class MQuAKEEvaluator:
             if tmp is not None:
                 tmp.cleanup()
         secs = time.perf_counter() - t_start
-        return {"mode": mode, "methods": list(methods), "cases": len(results), "cases_requested": len(cases),
+        chat = {}
+        if "chat" in methods:
+            from .mquake_chat import typed_summary
+
+            chat = {"typed": typed_summary(results)}
+        return {**chat, "mode": mode, "methods": list(methods), "cases": len(results), "cases_requested": len(cases),
                 "stopped_early": len(results) + outside < len(cases), "superseded_in_batch": superseded,
                 "subset": subset, "outside_subset": outside,
                 "seconds": round(secs, 1), "summary": summarize(results, methods),
@@ -451,7 +472,7 @@ def build_command() -> Callable[..., None]:
         limit: Optional[int] = typer.Option(20, "--limit", help="Random subsample size (all: 0)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the subsample."),
         model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model (registered name or path)."),
-        methods: str = typer.Option("mello,editor,base,ike", "--methods",
+        methods: str = typer.Option(DEFAULT_METHODS, "--methods",
                                     help="Comma-separated: mello (called directly), editor (through Editor.ask: what "
                                     "users get), base, ike, rome, memit (weight baselines, single mode)."),
         side: str = typer.Option("report", "--side", help="report | tune | all: which side of the project's "
@@ -463,6 +484,9 @@ def build_command() -> Callable[..., None]:
         time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per mode; stop before the next case after this."),
         partial: Optional[Path] = typer.Option(None, "--partial", help="Append each case result to this JSONL file as it comes."),
         traces: bool = typer.Option(False, "--traces", help="Keep MeLLo's traces in the JSON report."),
+        through: Optional[str] = typer.Option(None, "--through", help="chat: also type each case's edits into a "
+                                              "chat session in natural phrasings and ask its questions there "
+                                              "(method 'chat'), beside MeLLo called directly ('mello')."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here."),
         plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a bar plot PNG here."),
     ) -> None:
@@ -493,6 +517,11 @@ def build_command() -> Callable[..., None]:
                 idx = sorted(random.Random(seed).sample(range(len(cases)), limit))
                 cases = [cases[i] for i in idx]
             ms = [m.strip() for m in methods.split(",") if m.strip()]
+            if through not in (None, "chat"):
+                raise ValidationError(f"--through takes 'chat', got {through!r}")
+            if through == "chat":  # the chat figure beside the method-level one for the same cases
+                extra = [] if methods == DEFAULT_METHODS else [m for m in ms if m not in ("mello", "chat")]
+                ms = ["mello", "chat", *extra]
             modes = ["single", "batch"] if mode == "both" else [mode]
             ev = MQuAKEEvaluator(LocalLM.from_name(model), methods=ms, keep_traces=traces)
             on_side = sum(1 for x in sides if side == "all" or x == side)
@@ -513,6 +542,8 @@ def build_command() -> Callable[..., None]:
                 reports[md] = rep
                 console.print(render_table(rep, f"MQuAKE · {md} · {model} · n={rep['cases']}/{len(cases)} "
                                                 f"({rep['seconds']:.0f} s)"))
+                if rep.get("typed"):
+                    console.print(f"chat: {json.dumps(rep['typed'])}")
         except MemeditError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
