@@ -23,10 +23,14 @@ class UsedEdit:
     scope_probability: float   # calibrated P(in scope) from the scope classifier
     similarity: float          # cosine similarity from the vector search
     matched_text: str          # the stored text that matched best
+    #: P(the question asks this edit's own fact), from :mod:`memedit.fact_match` (None: not a fact edit, or not checked)
+    fact_probability: float | None = None
+    asks_fact: bool = False    # the check's decision: the answer must contain this edit's new object
 
     def to_dict(self) -> dict[str, Any]:
         return {"edit": self.edit.to_dict(), "scope_probability": self.scope_probability,
-                "similarity": self.similarity, "matched_text": self.matched_text}
+                "similarity": self.similarity, "matched_text": self.matched_text,
+                "fact_probability": self.fact_probability, "asks_fact": self.asks_fact}
 
 
 @dataclass

@@ -179,7 +179,7 @@ class Router:
                  classifier: "ScopeClassifier | None" = None, policy: Policy = "auto", k: int = 5,
                  threshold: float | None = None, ike: Any = None, serac: Any = None,
                  max_new_tokens: int | None = None, device: Any = "cpu", dtype: Any = "float32",
-                 weights: Any = None, mello: Any = None):
+                 weights: Any = None, mello: Any = None, fact_matcher: Any = None):
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
             raise ValidationError("k must be an integer in 1..100")
         if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 < float(threshold) < 1.0):
@@ -192,6 +192,8 @@ class Router:
         self.k = k
         self._threshold = None if threshold is None else float(threshold)
         self._classifier = classifier
+        #: the "asks the edit's own fact" check (memedit.fact_match); None: the packaged one, False: off
+        self._fact_matcher = fact_matcher
         self.max_new_tokens = max_new_tokens
         self._vec_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._vec_lock = threading.Lock()
@@ -239,6 +241,33 @@ class Router:
 
             self._classifier = ScopeClassifier.load()
         return self._classifier
+
+    @property
+    def fact_matcher(self) -> Any:
+        """The check that a question asks an edit's own fact (the packaged one unless given; None when off)."""
+        if self._fact_matcher is None:
+            from .fact_match import FactMatcher
+
+            self._fact_matcher = FactMatcher.load()
+        return self._fact_matcher or None
+
+    def _check_fact_questions(self, question: str, used: Sequence[UsedEdit]) -> bool:
+        """Mark each in-scope fact edit whose own fact the question asks (``UsedEdit.asks_fact``).
+
+        Returns whether the question restates such an edit's own prompt (a
+        one-hop question however many relation words it has).
+        """
+        matcher = self.fact_matcher
+        if matcher is None:
+            return False
+        restates = False
+        for u in used:
+            check = matcher.assess(question, u.edit, u.scope_probability, self._embed)
+            if check is None:
+                continue
+            u.fact_probability, u.asks_fact = check.probability, check.asks
+            restates = restates or check.restates_prompt
+        return restates
 
     @property
     def threshold(self) -> float:
@@ -366,10 +395,16 @@ class Router:
                 (used if p >= threshold else candidates).append(u)
             used.sort(key=lambda u: -u.scope_probability)
 
+        one_hop = False
+        if used:
+            t0 = time.perf_counter()
+            one_hop = self._check_fact_questions(text, used)
+            timings["fact_check"] = _ms(t0)
         committed = self.weights.committed_ids() if self.weights is not None else frozenset()
         # A method may claim a question outright (MeLLo: multi-hop), but only one the memory has something to say
-        # about: a question with no in-scope edit goes to the bare model, whatever its shape (locality).
-        claimed = self._claimed(question, namespace) if used else None
+        # about: a question with no in-scope edit goes to the bare model, whatever its shape (locality). A question
+        # that restates an in-scope edit's own prompt is one hop, however many relation words that prompt has.
+        claimed = self._claimed(question, namespace) if used and not one_hop else None
         route = claimed or self._decide(question, used, committed)
         if route == "base" and used:  # the policy chose not to use them: they become candidates
             candidates = used + candidates

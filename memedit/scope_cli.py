@@ -92,6 +92,35 @@ def train(
                    f"in {metrics['timing_s']['total']:.0f} s")
 
 
+@app.command("train-fact-match")
+def train_fact_match(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default: $MEMEDIT_DATA_DIR or ../shared/data)."),
+    out: Path = typer.Option(Path("out/fact-match.json"), "--out", help="Where to write the fitted check (JSON)."),
+    min_precision: float = typer.Option(0.95, "--min-precision", help="Tune-side precision the threshold must keep."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads for the embedder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Fit the "does the question ask the edit's own fact?" check on the tune side (memedit.fact_match)."""
+    from .fact_match_train import train as fit
+    from .scope_train import torch_threads
+
+    try:
+        with torch_threads(threads):
+            matcher, metrics = fit(out, data_dir, min_precision=min_precision, progress=not as_json)
+    except MemeditError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    for side in ("tune", "report"):
+        m = metrics[side]
+        typer.echo(f"{side:6s} n={m['n']:5d}  precision {m['precision']}  recall {m['recall']}")
+    for key, v in metrics["by_kind_report"].items():
+        typer.echo(f"  report {key:28s} n={v['n']:4d}  asks the fact: {v['asks_fact']:.3f}")
+    typer.echo(f"threshold {matcher.threshold:.2f}; wrote {out}")
+
+
 @app.command("eval")
 def evaluate(
     model: Optional[Path] = typer.Option(None, "--model", help="Artifact directory or file (default: the packaged classifier)."),

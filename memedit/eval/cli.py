@@ -124,6 +124,7 @@ def run(
     from ..editor import Editor
     from ..errors import MemeditError
     from . import evaluate, load_cases, sample
+    from .datasets import subjects_shared
 
     console = Console(width=max(Console().width, 170))
     modes = ["batch"] if batch else (["single", "batch"] if mode == "both" else [mode])
@@ -158,7 +159,13 @@ def run(
             candidates, dropped = exclude_training_cases(candidates, heldout_of)
             console.print(f"--heldout-of {heldout_of}: dropped {dropped} of {before} cases (the adapter trained on "
                           f"them); {len(candidates)} left")
-        cases = sample(candidates, limit or None, seed)
+        # In one namespace, two cases that edit the same subject contradict each other (see sample()); batch mode
+        # draws distinct subjects, single mode (one namespace per case) needs not.
+        distinct = "batch" in modes
+        cases = sample(candidates, limit or None, seed, distinct_subjects=distinct)
+        if distinct:
+            console.print(f"batch mode: one case per subject ({subjects_shared(candidates)} of {len(candidates)} "
+                          "candidate cases share their subject with another)")
         if loaded.same_relation_locality:
             console.print(f"{loaded.same_relation_locality} zsRE locality probes in the file ask the edited relation itself, "
                           "set aside (--keep-same-relation-locality keeps them)")
@@ -180,7 +187,8 @@ def run(
                   "max_new_tokens": max_new_tokens, "records": loaded.total, "skipped": loaded.skipped,
                   "serac_adapter": "none" if prompt_only else serac_adapter, "heldout_of": heldout_of,
                   "dropped_training_cases": dropped, "side": side, "split_sha256": split.sha256,
-                  "same_relation_locality_set_aside": loaded.same_relation_locality}
+                  "same_relation_locality_set_aside": loaded.same_relation_locality,
+                  "distinct_subjects": distinct}
         reports: dict[str, dict[str, Any]] = {}
         base = None
         for m in modes:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..edits import Edit
+from ..edits import Edit, subject_key
 from ..errors import ValidationError
 
 FORMATS = ("counterfact", "zsre")
@@ -228,11 +228,39 @@ def load_cases(path: str | Path, format: str, *, keep_same_relation_locality: bo
     return load_zsre(path, keep_same_relation_locality=keep_same_relation_locality)
 
 
-def sample(cases: Sequence[EvalCase], n: int | None, seed: int = 0) -> list[EvalCase]:
-    """A fixed random subsample of ``n`` cases (all of them, in file order, if ``n`` is None or too big)."""
-    if n is None or n >= len(cases):
-        return list(cases)
-    if n < 1:
+def sample(cases: Sequence[EvalCase], n: int | None, seed: int = 0, *,
+           distinct_subjects: bool = False) -> list[EvalCase]:
+    """A fixed random subsample of ``n`` cases (all of them, in file order, if ``n`` is None or too big).
+
+    ``distinct_subjects`` keeps at most one case per subject (the first one
+    drawn), for batch mode: two records that edit the same subject often set
+    the same relation to different objects ("USA-64 was launched on 3 December
+    1992" and "... on 2 March 1992"), and no store holding both can answer both
+    cases right. MEMIT's mass-editing evaluation drops such conflicts the same way.
+    """
+    if n is not None and n < 1:
         raise ValidationError("the sample size must be at least 1")
-    idx = sorted(random.Random(seed).sample(range(len(cases)), n))
-    return [cases[i] for i in idx]
+    if not distinct_subjects:
+        if n is None or n >= len(cases):
+            return list(cases)
+        return [cases[i] for i in sorted(random.Random(seed).sample(range(len(cases)), n))]
+    order = random.Random(seed).sample(range(len(cases)), len(cases))
+    seen: set[str] = set()
+    keep: list[int] = []
+    for i in order:
+        key = subject_key(cases[i].edit.subject or cases[i].edit.sentence())
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+            if n is not None and len(keep) == n:
+                break
+    return [cases[i] for i in sorted(keep)]
+
+
+def subjects_shared(cases: Sequence[EvalCase]) -> int:
+    """How many of ``cases`` edit a subject that another of them edits too."""
+    counts: dict[str, int] = {}
+    for c in cases:
+        key = subject_key(c.edit.subject or c.edit.sentence())
+        counts[key] = counts.get(key, 0) + 1
+    return sum(v for v in counts.values() if v > 1)

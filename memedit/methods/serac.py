@@ -125,22 +125,29 @@ class SERAC:
         return self.prompt.build(question, statements, **kwargs)
 
     def generate(self, backend: Backend, prepared: Any) -> tuple[str, list[dict[str, Any]]]:
-        """The answer to a prepared question, and a trace that is empty unless the adapter's answer was an echo.
+        """The answer to a prepared question, and a trace of any step that changed it.
 
         With an adapter, an answer that only repeats words of the question and
         is not an edit's new object (:func:`is_echo`) is replaced by the answer
-        to the prompted format.
+        to the prompted format. An answer to a question that asks an in-scope
+        edit's own fact must contain its new object, or the object replaces it
+        (:func:`memedit.fact_match.checked_answer`).
         """
+        from ..fact_match import checked_answer
+
         text = backend.chat(prepared.messages, prepared.max_new_tokens)
         targets = [u.edit.target_new for u in prepared.used if u.edit.target_new]
         subjects = [u.edit.subject for u in prepared.used if u.edit.target_new and u.edit.subject]
-        if self.adapter is None or not is_echo(text, prepared.question, targets, subjects):
-            return text, []
-        retry = self.prompt.messages(prepared.question, prepared.used)
-        second = backend.chat(retry, prepared.max_new_tokens)
-        log.debug("SERAC adapter echoed the question (%r); prompted answer %r", text, second)
-        return second, [{"step": "serac-echo", "adapter_answer": text, "answer": second,
-                         "why": "the adapter's answer only repeats the question; asked again with demonstrations"}]
+        steps: list[dict[str, Any]] = []
+        if self.adapter is not None and is_echo(text, prepared.question, targets, subjects):
+            retry = self.prompt.messages(prepared.question, prepared.used)
+            second = backend.chat(retry, prepared.max_new_tokens)
+            log.debug("SERAC adapter echoed the question (%r); prompted answer %r", text, second)
+            steps.append({"step": "serac-echo", "adapter_answer": text, "answer": second,
+                          "why": "the adapter's answer only repeats the question; asked again with demonstrations"})
+            text = second
+        text, checked = checked_answer(text, prepared.question, prepared.used, self.route)
+        return text, steps + checked
 
     def messages(self, question: str, used: Sequence["UsedEdit"], **kwargs: Any) -> list[dict[str, str]]:
         """The prompt for a question and its in-scope edits (same keywords as :meth:`IKE.messages`)."""
