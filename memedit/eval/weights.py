@@ -225,7 +225,9 @@ def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], 
     memit_hp = MemitHParams.for_model(model, stats_tokens=stats_tokens,
                                       **{k: v for k, v in batch_over.items() if k != "emmet_lambda"})
     emmet_hp = EmmetHParams.for_model(model, stats_tokens=stats_tokens, **batch_over)
-    layers = sorted({rome_hp.layer, *memit_hp.layers})
+    # statistics only for the layers the chosen scenarios edit (computing unused ones costs minutes)
+    layers = sorted({*([rome_hp.layer] if {"rome", "rome-sequential"} & set(scenarios) else []),
+                     *(memit_hp.layers if {"memit", "emmet"} & set(scenarios) else [])})
     t0 = time.perf_counter()
     stats = second_moments(model, tok, layers, **{"n_tokens": stats_tokens, **(stats_options or {})})
     report: dict[str, Any] = {"n": len(recs), "stats_layers": layers,
