@@ -6,7 +6,6 @@
 """
 from .edits import Edit
 from .errors import ConflictError, MemeditError, ModelNotAvailableError, NotFoundError, StoreError, ValidationError
-from .store import EditStore, SearchHit
 
 __version__ = "0.1.0"
 __all__ = [
@@ -15,9 +14,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # the facade pulls in more; import it only when asked for
+def __getattr__(name: str):  # the store (numpy, FAISS) and the facade (models) load only when asked for
     if name == "Editor":
         from .editor import Editor
 
         return Editor
+    if name in ("EditStore", "SearchHit"):
+        from . import store
+
+        return getattr(store, name)
     raise AttributeError(name)

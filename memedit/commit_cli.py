@@ -24,7 +24,7 @@ from rich.table import Table
 
 from .cli_common import StoreOpt, cli_errors, int_list
 from .config import DEFAULT_NAMESPACE
-from .errors import ValidationError
+from .errors import ConflictError, NotFoundError, ValidationError, check_id
 
 console = Console(highlight=False, soft_wrap=True)
 app = typer.Typer(add_completion=False)
@@ -63,8 +63,10 @@ def commit_command(
     dtype: DtypeOpt = "float32", as_json: JsonOpt = False,
 ) -> None:
     """Commit frequently used edits into the base model's weights (gated, reversible)."""
-    with _editor(store, model, device, dtype, as_json) as ed:
+    with cli_errors(as_json):  # arguments and store first: a typo must not wait for a model to load
         chosen = int_list(ids, "--ids")
+        _check_edits(store, namespace, chosen)
+    with _editor(store, model, device, dtype, as_json) as ed:
         if not dry_run:
             n = len(chosen) if chosen is not None else len(ed.commit(min_uses=min_uses, namespace=namespace,
                                                                         method=method, dry_run=True).candidates)
@@ -117,8 +119,39 @@ def ledger_list(status: Annotated[Optional[str], typer.Option("--status", help="
     console.print(table)
 
 
+def _check_edits(store: str | None, namespace: str, chosen: list[int] | None) -> None:
+    """Before any model loads: the store and namespace exist, and each chosen edit is an active, uncommitted fact."""
+    from .store.open import open_store
+
+    with open_store(store, create=False) as s:
+        s.require_namespace(namespace)
+        for edit_id in chosen or ():
+            e = s.get(check_id(edit_id, "an edit id in --ids"))
+            if e.kind != "fact" or e.status != "active":
+                raise ValidationError(f"edit {e.id} is a {e.status} {e.kind} edit; only active fact edits can be "
+                                      "committed to the weights")
+            if e.committed:
+                raise ConflictError(f"edit {e.id} is already committed")
+
+
+def _check_commit(store: str | None, commit_id: int, kind: str) -> None:
+    """Before any model loads: the commit exists and is in the state ``kind`` (revert, redo) needs."""
+    from .store.open import open_store
+
+    needs, done = {"revert": ("applied", "reverted"), "redo": ("reverted", "redone")}[kind]
+    with open_store(store, create=False) as s:
+        row = next(iter(s.db.query("SELECT status FROM commits WHERE id = ?", [check_id(commit_id, "a commit id")])),
+                   None)
+    if row is None:
+        raise NotFoundError(f"no commit with id {commit_id}")
+    if row["status"] != needs:
+        raise ConflictError(f"commit {commit_id} is {row['status']}; only {needs} commits can be {done}")
+
+
 def _undo(kind: str, commit_id: int, store: str | None, model: str, device: str, dtype: str, actor: str | None,
           as_json: bool) -> None:
+    with cli_errors(as_json):
+        _check_commit(store, commit_id, kind)
     with _editor(store, model, device, dtype, as_json) as ed:
         getattr(ed.weights, kind)(commit_id, actor=actor)
     if as_json:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ..config import default_store_path
-from .postgres import PgEditStore, is_postgres_url
-from .sqlite import EditStore
+from .target import is_postgres_url, redact
 
-AnyStore = Union[EditStore, PgEditStore]
+if TYPE_CHECKING:
+    from .postgres import PgEditStore
+    from .sqlite import EditStore
+
+AnyStore = Union["EditStore", "PgEditStore"]
 
 
 def default_store_target() -> str | Path:
@@ -37,12 +40,14 @@ def open_store(target: str | os.PathLike[str] | None = None, *, embedder: Any = 
     if target is None:
         target = default_store_target()
     if is_postgres_url(str(target)) and not isinstance(target, Path):
+        from .postgres import PgEditStore
+
         return PgEditStore(str(target), embedder=embedder, create=create, **kwargs)
+    from .sqlite import EditStore  # each backend is imported when first opened
+
     return EditStore(target, embedder=embedder, create=create, **kwargs)
 
 
 def describe(target: str | os.PathLike[str]) -> str:
     """The target for messages (a URL without its password)."""
-    from .postgres import redact
-
     return redact(str(target)) if is_postgres_url(str(target)) else str(target)

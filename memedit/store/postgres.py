@@ -65,22 +65,13 @@ from .common import (CONTENT_COLUMNS, MAX_QUERY, TEXT_COLUMNS, SearchHit, Verify
                      checked_new_edit, edit_from_row, extra_filters, like_pattern, new_edit_row, progress, statuses, verify_rows)
 from .deltas import PgDeltaBlobs, drop_commits_with
 from .pg_schema import apply_migrations, fix_dimension, has_schema
+from .target import URL_PREFIXES, is_postgres_url, redact  # noqa: F401 - this module's names since issue 7
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WRITE_LOCK = 0x6D656D65646974  # "memedit": the one advisory lock every write transaction takes first
 RECONNECT_S = 30.0
-URL_PREFIXES = ("postgresql://", "postgres://")
-
-
-def is_postgres_url(target: Any) -> bool:
-    return isinstance(target, str) and target.startswith(URL_PREFIXES)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 class _Lost(Exception):

@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import sqlite_utils
@@ -44,8 +44,10 @@ from .common import statuses as _statuses
 from . import vectors as vector_hashes
 from .deltas import DeltaFiles, drop_commits_with
 from .files import check_store_files, foreign_tables, leftovers, sweep_leftovers
-from .index import VectorIndex
 from .schema import apply_migrations
+
+if TYPE_CHECKING:
+    from .index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -669,7 +671,9 @@ class EditStore:
 
     def _open_index(self) -> None:
         # A store that recorded its embedder needs none to load its index (list, verify, forget stay fast);
-        # an embedder already at hand is checked against the recorded one.
+        # an embedder already at hand is checked against the recorded one. FAISS loads here, on first use.
+        from .index import VectorIndex
+
         dim = int(self._meta("dim") or self.embedder.dim)
         if self._embedder is not None and not isinstance(self._embedder, str):
             self._check_embedder()
@@ -701,6 +705,8 @@ class EditStore:
 
     def rebuild_index(self) -> int:
         """Rebuild the FAISS index from the vectors kept in SQLite; returns the number of vectors."""
+        from .index import VectorIndex
+
         with self._lock:
             dim = int(self._meta("dim") or self.embedder.dim)
             self._conn.execute("BEGIN")  # one consistent snapshot of vectors and generation
