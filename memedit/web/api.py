@@ -31,9 +31,10 @@ from ..policy import RateLimitedError
 from ..safety import RefusedEditError
 from ..store.chain import canonical_json, event_hash
 from .auth import Principal
+from .contract import ADD, COMMON, NDJSON, WRITE
 from .query import MAX_PAGE, EditFilter, iter_matching, list_page
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=COMMON)
 MAX_BULK = 1000  # each forget rewrites the index file and checkpoints the WAL
 #: an edit id in a path: a SQLite integer (larger ones are a 422, never a 500)
 EDIT_ID = PathParam(ge=1, le=MAX_SQL_INT, description="The edit's id (1 .. 2^63-1).")
@@ -290,7 +291,7 @@ def get_usage(request: Request, edit_id: int = EDIT_ID, limit: int = Query(50, g
         return st.store.usage(edit_id, limit=limit)
 
 
-@router.get("/export", summary="Export a namespace (or, for an all-namespace token, everything) as JSON lines")
+@router.get("/export", response_class=Response, responses=NDJSON, summary="Export a namespace (or, for an all-namespace token, everything) as JSON lines")
 def export(request: Request, namespace: Optional[str] = None) -> Response:
     st = _state(request)
     if namespace is None:
@@ -323,7 +324,7 @@ def health(request: Request, namespace: str = "default") -> dict[str, Any]:
 
 
 # ---- changing ------------------------------------------------------------------------
-@router.post("/edits", status_code=201, summary="Add an edit through the namespace's policy")
+@router.post("/edits", status_code=201, responses={**WRITE, **ADD}, summary="Add an edit through the namespace's policy")
 def add_edit(request: Request, body: EditIn) -> dict[str, Any]:
     st = _state(request)
     who = need_write(request, body.namespace)
@@ -354,7 +355,7 @@ def rate_key(request: Request, who: Principal) -> tuple[str, ...]:
     return ("session", who.name, request.client.host if request.client else "")
 
 
-@router.post("/edits/{edit_id}/approve", summary="Approve a pending edit")
+@router.post("/edits/{edit_id}/approve", responses=WRITE, summary="Approve a pending edit")
 def approve(request: Request, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     _, who = _edit_for(request, edit_id, write=True)
@@ -362,7 +363,7 @@ def approve(request: Request, edit_id: int = EDIT_ID) -> dict[str, Any]:
         return edit_json(st.store.approve(edit_id, actor=who.name))  # type: ignore[union-attr]
 
 
-@router.post("/edits/{edit_id}/reject", summary="Reject a pending edit (optional reason)")
+@router.post("/edits/{edit_id}/reject", responses=WRITE, summary="Reject a pending edit (optional reason)")
 def reject(request: Request, body: RejectIn, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     _, who = _edit_for(request, edit_id, write=True)
@@ -370,7 +371,7 @@ def reject(request: Request, body: RejectIn, edit_id: int = EDIT_ID) -> dict[str
         return edit_json(st.store.reject(edit_id, actor=who.name, reason=body.reason))  # type: ignore[union-attr]
 
 
-@router.post("/edits/{edit_id}/supersede", status_code=201, summary="Replace an edit with a new one")
+@router.post("/edits/{edit_id}/supersede", responses=WRITE, status_code=201, summary="Replace an edit with a new one")
 def supersede(request: Request, body: SupersedeIn, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     old, who = _edit_for(request, edit_id, write=True)
@@ -383,7 +384,7 @@ def supersede(request: Request, body: SupersedeIn, edit_id: int = EDIT_ID) -> di
         return refused_response(exc)  # type: ignore[return-value]
 
 
-@router.post("/edits/{edit_id}/forget", summary="Erase an edit (store, index, weights); confirm with its id")
+@router.post("/edits/{edit_id}/forget", responses=WRITE, summary="Erase an edit (store, index, weights); confirm with its id")
 def forget(request: Request, body: ForgetIn, edit_id: int = EDIT_ID) -> dict[str, Any]:
     st = _state(request)
     _, who = _edit_for(request, edit_id, write=True)
@@ -393,7 +394,7 @@ def forget(request: Request, body: ForgetIn, edit_id: int = EDIT_ID) -> dict[str
         return st.store.forget(edit_id, actor=who.name, reason=body.reason)  # type: ignore[union-attr]
 
 
-@router.post("/forget-by-filter", summary="Forget every edit matching a filter (dry run first, then confirm the count)")
+@router.post("/forget-by-filter", responses=WRITE, summary="Forget every edit matching a filter (dry run first, then confirm the count)")
 def forget_by_filter(request: Request, body: BulkForgetIn) -> dict[str, Any]:
     st = _state(request)
     who = need_write(request, body.namespace)

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ConflictError, MemeditError, NotFoundError, StoreError, ValidationError, as_store_error
@@ -31,6 +32,7 @@ from ..policy import NamespacePolicy, Policy, RateLimitedError, SlidingWindow
 from .api import AuthError
 from .api import router as api_router
 from .auth import Sessions, TokenFile, open_tokens
+from .contract import install_openapi
 from .guard import MAX_BODY_BYTES, RequestGuard, auth_response
 from .pages import router as pages_router
 
@@ -79,6 +81,7 @@ def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | 
                                  secure_cookies=secure_cookies)
     app.include_router(api_router)
     app.include_router(pages_router)
+    install_openapi(app, public_read=bool(app.state.memedit.public_read))
     _install_errors(app)
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)  # added first: the headers below cover its answers
 
@@ -105,6 +108,12 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def _auth(request: Request, exc: AuthError) -> JSONResponse:
         return auth_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # an unknown path, a wrong method, a body FastAPI could not read: the same error model as the rest
+        return JSONResponse({"error": str(exc.detail), "type": "HTTPError"}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(sqlite3.Error)
     async def _database(request: Request, exc: sqlite3.Error) -> JSONResponse:
