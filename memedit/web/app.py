@@ -32,7 +32,7 @@ from ..policy import NamespacePolicy, Policy, RateLimitedError, SlidingWindow
 from .api import AuthError
 from .api import router as api_router
 from .auth import Sessions, TokenFile, open_tokens
-from .contract import install_openapi
+from .contract import install_docs, install_openapi
 from .guard import MAX_BODY_BYTES, RequestGuard, auth_response
 from .pages import router as pages_router
 
@@ -75,13 +75,14 @@ def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | 
             log.warning("created admin token (shown once): %s", secret)
     if policy is None or isinstance(policy, NamespacePolicy):
         policy = Policy(store, default=policy or NamespacePolicy())
-    app = FastAPI(title="memedit audit", version=__version__,
+    app = FastAPI(title="memedit audit", version=__version__, docs_url=None, redoc_url=None,
                   description="Audit, approve and forget the edits in a memedit store.")
     app.state.memedit = AppState(store=store, tokens=tokens, policy=policy, public_read=frozenset(public_read),
                                  secure_cookies=secure_cookies)
     app.include_router(api_router)
     app.include_router(pages_router)
     install_openapi(app, public_read=bool(app.state.memedit.public_read))
+    install_docs(app)  # Swagger UI from a package: /docs works offline
     _install_errors(app)
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)  # added first: the headers below cover its answers
 

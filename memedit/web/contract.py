@@ -9,13 +9,17 @@ Every error the API returns is ``{"error": message, "type": name}`` (a
 refused edit adds ``rule`` and ``reason``; a malformed request ``detail``),
 and each operation lists the statuses it can answer with, so tools such as
 schemathesis and the Swagger page's Authorize button know the API.
+:func:`install_docs` serves Swagger UI at ``/docs`` from the
+``swagger-ui-bundle`` package, so the page works offline (no CDN).
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel
 
 SCHEME = "bearerAuth"
@@ -74,3 +78,28 @@ def install_openapi(app: FastAPI, *, public_read: bool) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs``, its scripts and styles served by the app from ``swagger-ui-bundle`` (no CDN)."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # the web extra brings it; without it, say so instead of a blank page
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        from starlette.staticfiles import StaticFiles
+
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        if swagger_ui_path is None:
+            return PlainTextResponse("the API page needs the swagger-ui-bundle package (pip install 'memedit[web]'); "
+                                     "the schema is at /openapi.json", status_code=503)  # type: ignore[return-value]
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
