@@ -73,3 +73,24 @@ def test_mello_claims_by_meaning_on_a_real_store(tmp_path: Path) -> None:
     old = MeLLo(store, hop_detector=None)  # the relation-count rule reads the first as two hops
     assert old.claims("What sports team was Petteri Nummelin a member of?", "default")
     store.close()
+
+
+def test_mello_does_not_claim_what_its_loop_cannot_start(tmp_path, embedder) -> None:
+    """A question the detector reads as multi-hop but in which the structured loop finds no relation would only get
+    "I cannot answer this" from MeLLo; it is left to the single-hop routes (which still have the in-scope edits)."""
+    from memedit.edits import Edit
+    from memedit.methods.mello import MeLLo
+    from memedit.store import EditStore
+
+    store = EditStore(tmp_path / "s.db", embedder=embedder)
+    store.add(Edit.fact("Vesna Harrow", "The final year of {} is", "1912"))
+    store.add(Edit.fact("Tomas Rindell", "The country of citizenship of {} is", "Estonia"))
+    store.add(Edit.fact("Estonia", "The head of state of {} is", "Mart Ilves"))
+    mello = MeLLo()
+    mello.store = store
+    names = mello.facts().names("default")
+    odd = "What is the final year of Vesna Harrow?"
+    assert mello.hop_detector().is_multi_hop(odd, names)  # the detector's mistake this guards against
+    assert not mello.decompose(odd, "default").relations
+    assert not mello.claims(odd, "default")
+    assert mello.claims("Who is the head of state of the country Tomas Rindell is a citizen of?", "default")

@@ -215,7 +215,7 @@ class MeLLo:
                 return False  # no embedding needed: fewer than two content words beside the entity
             detector = self.hop_detector()
             if detector is not None:
-                return detector.is_multi_hop(asking, names)
+                return detector.is_multi_hop(asking, names) and self._can_start(question, namespace)
             if asking != question and not self.decompose(asking, namespace).is_multi_hop:
                 return False
             return self.decompose(question, namespace).is_multi_hop
@@ -223,6 +223,15 @@ class MeLLo:
         except Exception as exc:  # noqa: BLE001
             log.warning("multi-hop detection failed (%s: %s); routing as single-hop", type(exc).__name__, exc)
             return False
+
+    def _can_start(self, question: str, namespace: str) -> bool:
+        """Whether the loop this MeLLo would run can take a first hop: the model-written loop always can; the
+        structured one needs an entity and a relation it knows. A question it could only answer with "I cannot
+        answer this" is better left to the single-hop routes, which still have the in-scope edits."""
+        if self.mode == "prompt":
+            return True
+        d = self.decompose(question, namespace)
+        return d.entity is not None and bool(d.relations)
 
     def messages(self, question: str, used: Sequence[UsedEdit], **_: Any) -> list[dict[str, str]]:  # noqa: ARG002
         """MeLLo makes several calls (see :meth:`generate`); this is the question as the first call sees it."""
