@@ -68,3 +68,40 @@ def test_rome_and_memit_run_with_chat_forms_and_leave_the_model_alone(chat_tok, 
     res = memit.apply(model, chat_tok, [EDIT], hp, stats=stats)
     assert all(d.is_finite() for d in res.deltas)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_protected_keys_keep_their_outputs_while_the_edit_key_gets_its_value():
+    from memedit.methods.rome.update import rank_one_update
+
+    torch.manual_seed(0)
+    W, k, v = torch.randn(5, 8), torch.randn(8), torch.randn(5)
+    protected = torch.randn(2, 8)
+    A = torch.randn(8, 8)
+    stats = type("Stats", (), {"solve": lambda self, x, damping=None: torch.linalg.solve(
+        (A @ A.T + torch.eye(8)).double(), x.double())})()
+    u, c = rank_one_update(W, k, v, stats, protected=protected)
+    new = W.double() + u @ c.T
+    assert torch.allclose(new @ k.double(), v.double(), atol=1e-8)
+    assert torch.allclose(new @ protected.double().T, W.double() @ protected.double().T, atol=1e-8)
+    u0, c0 = rank_one_update(W, k, v, stats)
+    assert not torch.allclose(u0 @ c0.T @ protected.double().T, torch.zeros(5, 2, dtype=torch.float64), atol=1e-6)
+
+
+def test_rome_can_protect_the_subjects_earlier_tokens(chat_tok, tmp_path):
+    from memedit.methods.hooks import get_parameter
+    from memedit.methods.rome.keys import subject_prefix_keys
+
+    model = make_model("llama", len(chat_tok))
+    req = with_chat_forms(chat_tok, as_request(EDIT), 1)
+    prefix = subject_prefix_keys(model, chat_tok, req, 1)
+    assert prefix.shape[0] == 1, "'Alice Smith' is two words: one earlier token"
+    assert subject_prefix_keys(model, chat_tok, as_request(Edit.fact("Paris", "{} is in", "Spain")), 1) is None
+    stats = tiny_stats(model, chat_tok, [1], tmp_path)
+    res = rome.apply(model, chat_tok, req, RomeHParams(layer=1, protect_subject=True, **FAST), stats=stats[1])
+    d = res.deltas[0]
+    W = get_parameter(model, d.param)
+    delta = (d.U.double() @ d.V.double().T).reshape(W.shape)
+    # Llama's down projection is (hidden, intermediate) and reads the key: the earlier token's output stays put
+    assert delta.shape[1] == prefix.shape[1]
+    assert (delta @ prefix[0].double()).abs().max() < 1e-6 * delta.abs().max() * prefix[0].abs().sum()
+    assert delta.abs().max() > 0

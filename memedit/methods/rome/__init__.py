@@ -33,7 +33,7 @@ from ..deltas import EditResult, LowRankDelta, temporarily_applied
 from ..hooks import frozen, get_module
 from .contexts import context_prefixes
 from .hparams import RomeHParams, ValueHParams
-from .keys import compute_keys
+from .keys import compute_keys, subject_prefix_keys
 from .measure import target_logprobs
 from .prompts import Request, as_request, target_ids, with_chat_forms
 from .update import rank_one_update
@@ -120,6 +120,7 @@ def apply(
 
         t = time.perf_counter()
         keys = compute_keys(model, tok, [req], hp.layer, contexts)
+        protected = subject_prefix_keys(model, tok, req, hp.layer) if hp.protect_subject else None
         timings["keys"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -134,7 +135,7 @@ def apply(
         if arch.mlp_post_norm and hp.post_norm_rescale:  # only the direction reaches the residual (see RomeHParams)
             v_star = v_star * (values.init[0].norm() / v_star.norm().clamp(min=1e-12))
         u, c = rank_one_update(W, keys[0], v_star, stats if hp.mom2_adjustment else None, bias=bias,
-                               damping=hp.norm_constraint)
+                               damping=hp.norm_constraint, protected=protected)
         delta = LowRankDelta.from_update(param_name, u, c, transposed=arch.weight_transposed)
         if not delta.is_finite():
             raise ValidationError("ROME produced a non-finite update; nothing was changed")

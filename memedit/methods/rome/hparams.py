@@ -124,6 +124,8 @@ class RomeHParams(ValueHParams):
     mom2_adjustment: bool = True
     norm_constraint: float | None = 1.0
     post_norm_rescale: bool = True
+    #: keep the layer's output at the subject's earlier tokens exactly unchanged (see :mod:`.update`, issue 19)
+    protect_subject: bool = False
 
     @classmethod
     def for_model(cls, model: Any, preset: str = "single", **overrides: Any) -> "RomeHParams":

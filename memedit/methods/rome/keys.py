@@ -22,7 +22,7 @@ import torch
 
 from ...models.arch import arch_for
 from ..hooks import TraceDict
-from .prompts import Request, encode_with_subject
+from .prompts import Request, encode_with_subject, subject_positions
 
 
 def compute_keys(
@@ -75,3 +75,32 @@ def compute_keys(
         return keys
     z = torch.zeros(len(requests), resid.shape[-1], device=device).index_add_(0, owner_t, resid) / counts
     return keys, z
+
+
+def subject_prefix_keys(model: Any, tok: Any, req: Request, layer: int) -> torch.Tensor | None:
+    """Keys at the subject's tokens before its last, ``(n_subject_tokens - 1, d_in)`` (float32; None for one token).
+
+    Read from the bare prompt and each chat form, averaged per token position
+    counted back from the subject's last token. They are what the layer sees
+    while the model is still *writing* the subject's name; an update that
+    moves them is what turns "Darrieux" into "Darrieks" (issue 19), so ROME
+    can keep them fixed (``RomeHParams.protect_subject``).
+    """
+    arch = arch_for(model)
+    device = next(model.parameters()).device
+    module = arch.path("mlp_down", layer)
+    sums: dict[int, torch.Tensor] = {}
+    counts: dict[int, int] = {}
+    for template in [req.template, *(f.template for f in req.form_requests())]:
+        ids, positions = subject_positions(tok, "", template, req.subject)
+        if len(positions) < 2:
+            continue
+        with torch.no_grad(), TraceDict(model, [module], retain_input=True, stop=True) as td:
+            model(input_ids=torch.tensor([ids[: positions[-1]]], device=device), use_cache=False)
+        k = td[module].input[0].float()
+        for back, pos in enumerate(reversed(positions[:-1]), start=1):
+            sums[back] = sums.get(back, 0) + k[pos]
+            counts[back] = counts.get(back, 0) + 1
+    if not sums:  # a one-token subject
+        return None
+    return torch.stack([sums[b] / counts[b] for b in sorted(sums)])

@@ -145,6 +145,15 @@ def target_ids(tok: Any, prompt: str, target: str) -> list[int]:
 
 def encode_with_subject(tok: Any, prefix: str, template: str, subject: str) -> tuple[list[int], int]:
     """Token ids of ``prefix + template.format(subject)`` and the index of the subject's last token."""
+    ids, positions = subject_positions(tok, prefix, template, subject)
+    return ids, positions[-1]
+
+
+def subject_positions(tok: Any, prefix: str, template: str, subject: str) -> tuple[list[int], list[int]]:
+    """Token ids of ``prefix + template.format(subject)`` and the indices of the subject's tokens, in order.
+
+    Without offsets (a slow tokenizer) only the last index is known: the list is that one index.
+    """
     before, after = template.split("{}", 1)
     text = prefix + before + subject + after
     start = len(prefix) + len(before)
@@ -154,16 +163,13 @@ def encode_with_subject(tok: Any, prefix: str, template: str, subject: str) -> t
         enc = tok(text, add_special_tokens=True, return_offsets_mapping=True)
     if enc is not None and "offset_mapping" in enc:
         ids = list(enc["input_ids"])
-        last = None
-        for i, (a, b) in enumerate(enc["offset_mapping"]):
-            if b > a and a < end and b > start:
-                last = i
-        if last is None:
+        positions = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > start]
+        if not positions:
             raise ValidationError(f"subject {subject!r} has no token in {text!r}")
-        return ids, last
+        return ids, positions
     ids = list(tok(text, add_special_tokens=True)["input_ids"])
     upto = tok(text[:end], add_special_tokens=True)["input_ids"]
-    return ids, len(upto) - 1
+    return ids, [len(upto) - 1]
 
 
 @dataclass

@@ -27,6 +27,15 @@ preservation objective; with ROME's equality constraint
 
 (``rho = damping * mean(diag C)``): a ridge, the same as shrinking the
 estimate of ``C`` toward a multiple of the identity.
+
+Protected keys (issue 19): keys ``k_1..k_m`` whose outputs must not move at
+all (the subject's earlier tokens, which the model reads again whenever it
+writes the subject's name). The update direction ``d`` then minimises
+``d^T C d`` subject to ``d^T k* = 1`` and ``d^T k_j = 0``:
+
+    d = C^-1 K (K^T C^-1 K)^-1 e_1,   K = [k*, k_1, ..., k_m],   Delta = (v* - W k*) d^T
+
+which is ROME's direction when ``m = 0``.
 """
 from __future__ import annotations
 
@@ -42,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def rank_one_update(
     W: torch.Tensor, key: torch.Tensor, value: torch.Tensor, stats: "SecondMoment | None", *,
-    bias: torch.Tensor | None = None, damping: float | None = None,
+    bias: torch.Tensor | None = None, damping: float | None = None, protected: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(u, c)`` with ``Delta = u @ c.T``: ``u`` is ``(out, 1)``, ``c = C^-1 k*`` is ``(in, 1)``.
 
@@ -50,7 +59,8 @@ def rank_one_update(
     target output, including ``bias`` when the layer has one). ``stats=None``
     uses ``C = I``. ``damping``: the ridge on ``C`` relative to its mean
     diagonal (the norm constraint, see the module docstring); None keeps the
-    statistics' own. Computed in float64.
+    statistics' own. ``protected``: ``(m, in)`` keys the update must leave
+    unchanged (see the module docstring). Computed in float64.
     """
     k = key.detach().to(torch.float64).reshape(-1)
     v = value.detach().to(torch.float64).reshape(-1)
@@ -64,5 +74,16 @@ def rank_one_update(
     denom = torch.dot(c, k)
     if not torch.isfinite(denom) or denom.abs() < 1e-20:
         raise ValidationError("degenerate key (k^T C^-1 k is zero or not finite); the subject gives no usable key")
+    if protected is not None and protected.numel():
+        K = torch.cat([k[None, :], protected.detach().to(device=k.device, dtype=torch.float64)], 0).T  # (in, m+1)
+        CiK = stats.solve(K, damping) if stats is not None else K.clone()
+        gram = K.T @ CiK
+        gram = gram + torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device) * 1e-9 * gram.diagonal().mean()
+        e1 = torch.zeros(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        e1[0] = 1.0
+        d = CiK @ torch.linalg.solve(gram, e1)
+        if not torch.isfinite(d).all():
+            raise ValidationError("the protected keys leave no usable update direction")
+        return (v - current)[:, None], d[:, None]
     u = (v - current) / denom
     return u[:, None], c[:, None]
