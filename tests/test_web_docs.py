@@ -3,9 +3,6 @@ a real headless Chromium that may reach nothing but the server renders every ope
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +10,8 @@ import pytest
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'memedit[web]')")
 pytest.importorskip("swagger_ui_bundle", reason="the web extra is not installed (pip install 'memedit[web]')")
 
-import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from web_server import serving  # noqa: E402
 
 from memedit import EditStore  # noqa: E402
 from memedit.web.app import create_app  # noqa: E402
@@ -46,16 +43,7 @@ def test_docs_page_and_its_assets_come_from_the_app(app):
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
 def test_swagger_ui_renders_offline_in_a_browser(app):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with serving(app) as port:
         base = f"http://127.0.0.1:{port}"
         elsewhere: list[str] = []
         with sync_api.sync_playwright() as p:
@@ -77,6 +65,3 @@ def test_swagger_ui_renders_offline_in_a_browser(app):
             assert page.locator("button.authorize").count() == 1
             browser.close()
         assert elsewhere == []
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -4,15 +4,14 @@ where reading the body or not is the point."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'memedit[web]')")
 
-import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from web_server import serving  # noqa: E402
 
 from memedit import Edit, EditStore  # noqa: E402
 from memedit.policy import NamespacePolicy, Policy  # noqa: E402
@@ -129,19 +128,8 @@ def test_the_token_is_checked_before_the_body_is_parsed(web):
 @pytest.fixture()
 def server(web):
     """The app on a real uvicorn server on a free local port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(web["app"], host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started
-    yield port
-    srv.should_exit = True
-    thread.join(10)
+    with serving(web["app"]) as port:
+        yield port
 
 
 def _raw_post(port: int, headers: str, timeout: float = 5.0) -> bytes:
