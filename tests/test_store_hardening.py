@@ -279,3 +279,28 @@ def test_tokens_add_on_a_fresh_store_creates_exactly_that_token(tmp_path):
     assert TokenFile.open(tmp_path / "fresh.tokens.json")[0].authenticate(secret).is_admin
     res = ok("tokens", "add", "bob", "-n", "acme", store=store)
     assert res.stdout.count("me_") == 1  # bob's secret, once; no other token made or shown
+
+
+OPEN_AT = """
+import sys, time
+from memedit import EditStore
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+EditStore(sys.argv[1]).close()
+"""
+
+
+def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
+    """A store being created is a zero-byte file for a moment: no other process may take it for an empty one."""
+    import time
+
+    path = tmp_path / "new.db"
+    start = time.time() + 3
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(path), str(start)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    with EditStore(path) as s:
+        assert s.verify().ok

@@ -1,14 +1,16 @@
 """The files a SQLite store is made of, checked before SQLite touches them, and leftovers swept.
 
 >>> from pathlib import Path
->>> from memedit.store.files import check_store_files
+>>> from memedit.store.files import check_store_files, check_store_header
 >>> check_store_files(Path("/tmp/new-store.db"), Path("/tmp/new-store.faiss"))   # doctest: +SKIP
+>>> check_store_header(Path("/tmp/new-store.db"))                                 # doctest: +SKIP
 
 A store is ``x.db`` (SQLite) with ``x.faiss`` (the derived index) beside it.
-:func:`check_store_files` refuses, with a :class:`~memedit.errors.StoreError`
-that says what the file is, everything SQLite would otherwise take for a new
-empty database or fail on with a traceback: a zero-byte file, a file that is
-not SQLite, a directory, a parent path that is a file. :func:`foreign_tables`
+:func:`check_store_files` and :func:`check_store_header` refuse, with a
+:class:`~memedit.errors.StoreError` that says what the file is, everything
+SQLite would otherwise take for a new empty database or fail on with a
+traceback: a directory, a parent path that is a file, a zero-byte file, a
+file that is not SQLite. :func:`foreign_tables`
 recognises another program's SQLite database before any table is created in
 it. :func:`sweep_leftovers` removes the temporary index files
 (``.x.faiss.tmp-PID``) a writer killed while saving leaves behind: they hold
@@ -17,7 +19,6 @@ vectors, possibly of edits forgotten since, so they must not outlive a crash.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def check_store_files(path: Path, index_path: Path) -> None:
         raise StoreError(f"cannot use store {path}: it is a folder, not a store file")
     if index_path.is_dir():
         raise StoreError(f"cannot use store {path}: its index path {index_path} is a folder; move it away")
+
+
+def check_store_header(path: Path) -> None:
+    """Refuse an existing file that is empty or not SQLite (a missing one is a store to create)."""
     if not path.exists():
         return
     try:
@@ -93,8 +98,3 @@ def sweep_leftovers(index_path: Path) -> list[Path]:
         log.warning("removed %d leftover temporary index file(s) beside %s (a writer crashed while saving)",
                     len(removed), index_path)
     return removed
-
-
-def is_writable(path: Path) -> bool:
-    """Whether this process may write ``path`` (an existing file) and create files beside it (WAL, index)."""
-    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)

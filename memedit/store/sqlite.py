@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -43,7 +43,7 @@ from .common import progress as _progress
 from .common import statuses as _statuses
 from . import vectors as vector_hashes
 from .deltas import DeltaFiles, drop_commits_with
-from .files import check_store_files, foreign_tables, leftovers, sweep_leftovers
+from .files import check_store_files, check_store_header, foreign_tables, leftovers, sweep_leftovers
 from .schema import apply_migrations
 
 if TYPE_CHECKING:
@@ -82,16 +82,19 @@ class EditStore:
         self._embedder_checked = False
         #: leftover temporary index files this object removed (reported by :meth:`verify`)
         self.removed_leftovers: list[str] = []
+        self._conn = None  # type: ignore[assignment]
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                         timeout=BUSY_TIMEOUT_MS / 1000)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-        try:
-            self._prepare()
+            # A store being created is a zero-byte file until its first page is written: the creator holds the
+            # index file lock until then, so a zero-byte file found under that lock is really empty.
+            with self._index_lock() if _fresh(self.path) else nullcontext():
+                check_store_header(self.path)
+                self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                             timeout=BUSY_TIMEOUT_MS / 1000)
+                self._prepare()
         except BaseException as exc:
-            self._conn.close()
-            self._conn = None  # type: ignore[assignment]
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None  # type: ignore[assignment]
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise as_store_error(exc, self.path) from None  # type: ignore[misc]
             raise
@@ -854,6 +857,18 @@ class EditStore:
         from .transfer import import_jsonl
 
         return import_jsonl(self, source, actor=actor, skip_existing=skip_existing, progress=progress)
+
+
+def _fresh(path: Path) -> bool:
+    """Whether ``path`` is a store to create, or may be one another process is creating right now.
+
+    A creator takes the index file lock (creating the lock file) before SQLite creates the database file, so
+    a zero-byte database without a lock file beside it is no store in the making: it is refused at once.
+    """
+    try:
+        return path.stat().st_size == 0 and path.with_suffix(".faiss.lock").exists()
+    except FileNotFoundError:
+        return True
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
