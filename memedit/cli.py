@@ -20,69 +20,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
 
 from .cli_common import StoreOpt, cli_errors as _errors
+from .cli_lazy import LazyGroup
 from .config import DEFAULT_NAMESPACE, default_store_path
 from .errors import NotFoundError, ValidationError
-
-#: sub-commands that live beside their feature's code, imported only when named (so `memedit list` loads no
-#: model code): command -> (module, mounted as a group of that name (True) or merged at the top level (False), help)
-LAZY_COMMANDS: dict[str, tuple[str, bool, str]] = {
-    "models": ("memedit.models.cli", True, "List and prepare the packaged language models."),
-    "scope": ("memedit.scope_cli", True, "Train and evaluate the scope classifier."),
-    "serac": ("memedit.serac_cli", True, "Train SERAC's counterfactual adapter (LoRA)."),
-    "ask": ("memedit.chat_cli", False, "Ask questions and chat through the edit memory."),
-    "chat": ("memedit.chat_cli", False, "Ask questions and chat through the edit memory."),
-    "commit": ("memedit.commit_cli", False, "Commit used edits into the weights."),
-    "ledger": ("memedit.commit_cli", False, "List, revert and redo weight commits."),
-    "eval": ("memedit.eval.cli", True, "Evaluate editing quality on CounterFact / zsRE-format data."),
-    "weights": ("memedit.methods.weights_cli", True, "Second-moment statistics and causal tracing for weight edits."),
-    "serve": ("memedit.web.cli", False, "The audit web page and HTTP API."),
-    "tokens": ("memedit.web.cli", False, "Create, list and revoke API tokens for 'memedit serve'."),
-}
-
-
-def lazy_command(name: str) -> click.Command | None:
-    """The click command ``name`` of :data:`LAZY_COMMANDS`, mounted exactly as ``add_typer`` would mount it
-    (None when its module is not installed, e.g. an optional extra)."""
-    import importlib
-
-    module, grouped, help_text = LAZY_COMMANDS[name]
-    try:
-        sub = importlib.import_module(module).app
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return None
-    holder = typer.Typer(add_completion=False)
-    holder.callback()(lambda: None)  # a callback keeps the holder a group even when it holds one command
-    if grouped:
-        holder.add_typer(sub, name=name, help=help_text)
-    else:
-        holder.add_typer(sub)
-    return typer.main.get_command(holder).commands.get(name)  # type: ignore[attr-defined]
-
-
-class LazyGroup(TyperGroup):
-    """The top-level group: its own commands, then :data:`LAZY_COMMANDS`, imported on first use."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is None and cmd_name in LAZY_COMMANDS:
-            command = lazy_command(cmd_name)
-            if command is not None:
-                self.commands[cmd_name] = command
-        return command
-
 
 app = typer.Typer(help="memedit: correct what a language model knows, keep and audit every correction.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=LazyGroup)
