@@ -96,6 +96,9 @@ def external_rows(side: str) -> list[dict[str, Any]]:
             if split.side_of_subject(rec["subject"]) == side:
                 rows.append(dict(question=rec["prompt"], label="single", subject=rec["subject"],
                                  source="counterfact-prompt"))
+                if rec.get("rephrase_prompt"):  # labelled a paraphrase by the data, though some add a hop
+                    rows.append(dict(question=rec["rephrase_prompt"], label="single", subject=rec["subject"],
+                                     source="counterfact-rephrase"))
     return rows
 
 
@@ -127,7 +130,8 @@ def main() -> None:
     det = HopDetector.load(args.detector)
     rows = [r for r in with_sides(read_rows(args.data)) if r["side"] == args.side]
     methods: dict[str, Callable[[str, str], bool]] = {
-        "detector": lambda q, s: det.is_multi_hop(q, [s]), "relations>=2": old_rule}
+        "detector": lambda q, s: det.is_multi_hop(q, [s]), "relations>=2": old_rule,
+        "both": lambda q, s: det.is_multi_hop(q, [s]) and old_rule(q, s)}
     report: dict[str, Any] = {"side": args.side, "data": str(args.data), "split": default_split().sha256,
                               "detector": det.meta.get("training"), "methods": {}}
     for name, fn in methods.items():

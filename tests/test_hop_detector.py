@@ -76,8 +76,8 @@ def test_mello_claims_by_meaning_on_a_real_store(tmp_path: Path) -> None:
 
 
 def test_mello_does_not_claim_what_its_loop_cannot_start(tmp_path, embedder) -> None:
-    """A question the detector reads as multi-hop but in which the structured loop finds no relation would only get
-    "I cannot answer this" from MeLLo; it is left to the single-hop routes (which still have the in-scope edits)."""
+    """A question the detector reads as multi-hop but in which the structured loop finds no chain of relations would
+    get "I cannot answer this" (or a one-hop guess) from MeLLo; it is left to the single-hop routes."""
     from memedit.edits import Edit
     from memedit.methods.mello import MeLLo
     from memedit.store import EditStore

@@ -225,13 +225,17 @@ class MeLLo:
             return False
 
     def _can_start(self, question: str, namespace: str) -> bool:
-        """Whether the loop this MeLLo would run can take a first hop: the model-written loop always can; the
-        structured one needs an entity and a relation it knows. A question it could only answer with "I cannot
-        answer this" is better left to the single-hop routes, which still have the in-scope edits."""
+        """Whether the loop this MeLLo would run can follow a chain: the model-written loop always can; the
+        structured one needs an entity and two relations it knows (:attr:`Decomposition.is_multi_hop`).
+
+        With no relation it could only say "I cannot answer this"; with one it would answer a single hop through a
+        generic question about a relation it may have picked wrongly, where the single-hop routes answer from the
+        in-scope edit itself (CounterFact's "To get to work every day, X has to" after "X works in London": MeLLo
+        read *occupation* and said "artist", SERAC says "London"). Either way the question is better left to them.
+        """
         if self.mode == "prompt":
             return True
-        d = self.decompose(question, namespace)
-        return d.entity is not None and bool(d.relations)
+        return self.decompose(question, namespace).is_multi_hop
 
     def messages(self, question: str, used: Sequence[UsedEdit], **_: Any) -> list[dict[str, str]]:  # noqa: ARG002
         """MeLLo makes several calls (see :meth:`generate`); this is the question as the first call sees it."""
