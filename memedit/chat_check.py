@@ -2,7 +2,7 @@
 
 >>> from memedit import Edit
 >>> from memedit.chat_check import answer_gives, expected_answer
->>> e = Edit.fact("Logatec", "{} is located in the country of", "Canada", target_true="Slovenia")
+>>> e = Edit.fact("Logatec", "{} lies in the country of", "Canada", target_true="Slovenia")
 >>> expected_answer("Which country is Logatec in?", e)
 ('target', 'Canada')
 >>> answer_gives("Logatec is a town in Canada.", "Which country is Logatec in?", e)
