@@ -27,15 +27,17 @@ as a request to complete it. **Paraphrases** are the edit's own paraphrases
 that are questions, then the relation's other question forms. A
 **reverse** question ("Who is Jane Roe?") exists where the relation points at
 a person. **Name probes** ask about the subject itself, to see that a commit
-leaves the model able to write the subject's name.
+leaves the model able to write the subject's name (:func:`name_kept`); every
+other answer must not misspell it (:func:`misspelled_name`).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .eval.scoring import answer_matches
+from .eval.scoring import answer_matches, fold
 
 if TYPE_CHECKING:  # pragma: no cover
     from .edits import Edit
@@ -51,6 +53,8 @@ REVERSE_TYPES = frozenset({"person"})
 MAX_PARAPHRASES = 3
 #: prompts about the subject itself, in our own words ({} is the subject)
 NAME_PROBES = ("Tell me about {}.",)
+#: a run of the answer's words this similar to the subject's name (difflib ratio), but not equal, misspells it
+MISSPELLING_RATIO = 0.75
 
 
 @dataclass(frozen=True)
@@ -155,3 +159,40 @@ def check_committed_answer(answer: str, question: str, used: Sequence[Any]) -> d
 def name_kept(before: str, after: str, subject: str) -> bool:
     """False when ``before`` wrote the subject's name (word boundaries) and ``after`` no longer does."""
     return not answer_matches(before, [subject]) or answer_matches(after, [subject])
+
+
+def name_checks(q: EditQuestions, subject: str, before: dict[str, str], after: dict[str, str]) -> list[dict[str, Any]]:
+    """The subject-name checks of one edit: each name probe keeps the name it wrote (``before`` -> ``after``),
+    and each answer to the edit's questions that misspells the name is a failure (``"ok": False``)."""
+    rows = [{"prompt": p, "before": before[p], "after": after[p], "ok": name_kept(before[p], after[p], subject)}
+            for p in q.names]
+    for p in q.all():
+        wrong = misspelled_name(after[p], subject)
+        if wrong:
+            rows.append({"prompt": p, "before": before.get(p, ""), "after": after[p], "misspelled": wrong, "ok": False})
+    return rows
+
+
+def misspelled_name(answer: str, subject: str) -> str | None:
+    """The misspelling of ``subject`` that ``answer`` writes instead of the name, or None.
+
+    A run of as many words as the name whose folded text is at least
+    :data:`MISSPELLING_RATIO` similar to the folded name without being it
+    ("Logitech" for "Logatec", "Danielle Darrieks" for "Danielle Darrieux"),
+    in an answer that never writes the name itself. A short answer that just
+    leaves the name out ("English.") misspells nothing.
+
+    >>> misspelled_name("Danielle Darrieks is an actress.", "Danielle Darrieux")
+    'danielle darrieks'
+    >>> misspelled_name("English.", "Danielle Darrieux") is None
+    True
+    """
+    name = fold(subject)
+    if not name or answer_matches(answer, [subject]):
+        return None
+    words, n = fold(answer).split(), len(name.split())
+    for i in range(len(words) - n + 1):
+        run = " ".join(words[i:i + n])
+        if run != name and SequenceMatcher(None, run, name).ratio() >= MISSPELLING_RATIO:
+            return run
+    return None

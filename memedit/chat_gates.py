@@ -18,9 +18,9 @@ the committed deltas applied temporarily:
 * **chat_paraphrase**: so are its paraphrase questions (fraction);
 * **chat_reverse**: a reverse question ("Who is <new target>?") names the subject (fraction; measured, and
   required only as far as ``GateConfig.min_chat_reverse`` asks);
-* **subject_name**: every prompt about the subject (the name probes and the direct question) whose answer
-  wrote the subject's name before the commit still writes it (a commit that turns "Logatec" into
-  "Logitech" is refused);
+* **subject_name**: every name probe ("Tell me about X.") whose answer wrote the subject's name before
+  the commit still writes it, and no answer to the edit's questions misspells the name (a commit that
+  turns "Logatec" into "Logitech" is refused; a terse "Canada." that leaves the name out is not);
 * **chat_unrelated**: the fixed probe set (``memedit/resources/chat-probes.json``, versioned) and the
   neighbours of each edit (the catalogue's real examples of the edit's relation, about other subjects)
   keep their answers: of those answered right before the commit, the fraction still answered right.
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .chat_check import answer_gives, edit_questions, name_kept, relation_of
+from .chat_check import answer_gives, edit_questions, name_checks, relation_of
 from .eval.scoring import answer_matches
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,11 +64,8 @@ class ChatPlan:
     unrelated: list[tuple[str, list[str]]] = field(default_factory=list)  # (question, [expected, *aliases])
 
     def before_prompts(self) -> list[str]:
-        """The edit prompts asked before the commit too: those about each subject (its name must survive)."""
-        out = []
-        for q in self.questions.values():
-            out += [*q.names, q.direct]
-        return list(dict.fromkeys(out))
+        """The edit prompts asked before the commit too: the name probes (their answers must keep the name)."""
+        return list(dict.fromkeys(p for q in self.questions.values() for p in q.names))
 
     def after_prompts(self) -> list[str]:
         """The edit prompts asked with the commit applied: every edit question and name probe."""
@@ -129,9 +126,7 @@ def chat_gate_results(plan: ChatPlan, before: dict[str, str], after: dict[str, s
         if q.reverse:
             rev.append({"edit": e.id, "question": q.reverse, "answer": after[q.reverse],
                         "ok": answer_gives(after[q.reverse], q.reverse, e)})
-        for p in (*q.names, q.direct):
-            names.append({"edit": e.id, "subject": e.subject, "prompt": p, "before": before[p], "after": after[p],
-                          "ok": name_kept(before[p], after[p], e.subject or "")})
+        names += [{"edit": e.id, "subject": e.subject, **row} for row in name_checks(q, e.subject or "", before, after)]
     kept, counted = [], []
     for question, expected in plan.unrelated:
         if not answer_matches(before[question], expected[:1], expected[1:]):

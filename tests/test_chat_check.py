@@ -8,7 +8,8 @@ from dataclasses import replace
 
 from memedit import Edit
 from memedit.answer import UsedEdit
-from memedit.chat_check import (answer_gives, check_committed_answer, edit_questions, expected_answer, name_kept)
+from memedit.chat_check import (answer_gives, check_committed_answer, edit_questions, expected_answer, misspelled_name,
+                                name_checks, name_kept)
 from memedit.chat_gates import chat_probes, chat_questions
 
 LOGATEC = replace(Edit.fact("Logatec", "{} is located in the country of", "Canada", target_true="Slovenia"), id=1)
@@ -41,6 +42,21 @@ def test_an_answer_gives_the_target_or_for_a_reverse_question_the_subject():
     assert name_kept("It is a town.", "Logitech is in Canada.", "Logatec"), "a name never written cannot be lost"
 
 
+def test_a_misspelled_name_fails_a_terse_answer_does_not():
+    q = edit_questions(LOGATEC)
+    probe = q.names[0]
+    before = {probe: "Logatec is a town in Slovenia."}
+    fine = {probe: "Logatec is a town in Canada.", **{p: "Canada." for p in q.all()}}
+    assert all(r["ok"] for r in name_checks(q, "Logatec", before, fine))
+    wrong = dict(fine, **{q.direct: "Logitech is a Canadian company."})
+    failed = [r for r in name_checks(q, "Logatec", before, wrong) if not r["ok"]]
+    assert [(r["prompt"], r["misspelled"]) for r in failed] == [(q.direct, "logitech")]
+    lost = dict(fine, **{probe: "Canada is a country in North America."})
+    assert [r["prompt"] for r in name_checks(q, "Logatec", before, lost) if not r["ok"]] == [probe]
+    assert misspelled_name("Danielle Darrieux, born Darrieux.", "Danielle Darrieux") is None
+    assert misspelled_name("Lorraine O'Grada, the artist", "Lorraine O'Grady") == "lorraine o grada"
+
+
 def test_the_router_check_reads_the_fact_check_when_it_has_one():
     used = [UsedEdit(LOGATEC, 0.9, 0.8, "x"), UsedEdit(ACME, 0.8, 0.7, "y")]
     got = check_committed_answer("It is in Canada.", "Where is Logatec?", used)
@@ -58,5 +74,5 @@ def test_the_gate_plan_asks_neighbours_and_the_versioned_probe_set():
     plan = chat_questions([LOGATEC])
     neighbours = [q for q, _ in plan.unrelated if q not in {p["question"] for p in probes}]
     assert len(neighbours) == 3 and not any("Logatec" in q for q in neighbours)
-    assert "Tell me about Logatec." in plan.before_prompts() and plan.questions[0].direct in plan.before_prompts()
+    assert plan.before_prompts() == ["Tell me about Logatec."], "only the name probes need their answers before"
     assert set(plan.questions[0].all()) <= set(plan.after_prompts())

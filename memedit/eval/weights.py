@@ -26,9 +26,10 @@ route asks them (chat template, greedy, ``chat_max_new_tokens``):
 * **chat_efficacy**: the direct question's answer contains the new object
   (strict scorer, word boundaries, anywhere in the answer);
 * **chat_paraphrase**: the share of paraphrase questions whose answer does;
-* **subject_kept**: of the prompts about the subject (the name probe and the
-  direct question) whose unedited answer wrote the subject's name, the share
-  whose edited answer still does (a record with none counts as kept);
+* **subject_kept**: the share of records whose name probe ("Tell me about X.")
+  still writes the subject's name if the unedited model's answer did, and
+  none of whose answers misspells it (the commit gate's rule,
+  :func:`memedit.chat_check.name_checks`);
 * **chat_unrelated** (per scenario, after all its edits; not for ``rome``,
   whose edits are reverted one by one): of the unrelated questions (the gates'
   probe set and the records' relation neighbours) answered right by the
@@ -140,7 +141,7 @@ def chat_rows(model: Any, tok: Any, recs: Sequence[dict[str, Any]], rows: list[d
 
     Without ``base`` (the unedited model itself) ``subject_kept`` is 100% by definition.
     """
-    from ..chat_check import answer_gives, edit_questions, name_kept
+    from ..chat_check import answer_gives, edit_questions, name_checks
     from ..chat_gates import answers
     from ..models.backends import LocalLM
 
@@ -157,7 +158,7 @@ def chat_rows(model: Any, tok: Any, recs: Sequence[dict[str, Any]], rows: list[d
             row["subject_kept"] = True
         else:
             before = base[i]["chat_answers"]
-            row["subject_kept"] = all(name_kept(before[p], asked[p], e.subject or "") for p in (*q.names, q.direct))
+            row["subject_kept"] = all(r["ok"] for r in name_checks(q, e.subject or "", before, asked))
 
 
 def unrelated_stability(model: Any, tok: Any, recs: Sequence[dict[str, Any]],
