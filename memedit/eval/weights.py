@@ -250,6 +250,8 @@ def evaluate_weight_edits(model: Any, tok: Any, recs: Sequence[dict[str, Any]], 
         return rows
 
     report["unedited"] = {"scores": summarise(base_rows), "perplexity": round(ppl_base, 3)}
+    if chat:  # the unedited answers the chat scores compare with
+        report["unedited"]["per_record"] = base_rows
     arch = arch_for(model)
     pristine = snapshot(model, [arch.weight_name(layer) for layer in layers])
 
