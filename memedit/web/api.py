@@ -11,8 +11,11 @@ Every endpoint names its namespace (a query parameter, or the edit's own for
 namespace the caller cannot read answers 404, exactly like a missing one, so
 ids do not reveal other tenants' edits. State changes need a token with
 ``write``. Errors are ``{"error": message, "type": name}`` with 400/401/403/
-404/409/422/429; an edit the safety check refuses (:mod:`memedit.safety`) is
-a 422 with ``type`` ``RefusedEditError`` and the ``rule`` and ``reason`` too.
+404/409/413/422/429/503 (each operation's list is in the schema:
+:mod:`memedit.web.contract`); an edit the safety check refuses
+(:mod:`memedit.safety`) is a 422 with ``type`` ``RefusedEditError`` and the
+``rule`` and ``reason`` too. Body size and an API write's token are checked
+before the body is read (:mod:`memedit.web.guard`).
 """
 from __future__ import annotations
 
