@@ -6,8 +6,12 @@
     memedit ledger list --json                         # commits, oldest first, with their gates
     memedit ledger revert 2                            # take commit 2 out of the weights (redo puts it back)
 
-Commits are gated (:mod:`memedit.gates`): a refused batch leaves the weights
-untouched and the command exits 6 naming the gates that failed. The ledger is
+Commits are gated (:mod:`memedit.gates`, with the chat gates of
+:mod:`memedit.chat_gates`: the committed model must answer each edit's chat
+questions with the new target and keep the subject's name and unrelated
+answers): a refused batch leaves the weights untouched, its edits keep
+answering through the memory, and the command exits 6 naming the gates that
+failed and why. The ledger is
 persisted beside the store, so every later ``memedit ask`` / ``chat`` / Editor
 on the store loads the model as base + ledger and answers committed edits from
 the weights (route ``weights``).

@@ -13,6 +13,12 @@ question first brings the live model up to date with the ledger (one cheap
 metadata read when nothing changed), so a commit, revert or forget made by
 another process reaches this one before its next answer.
 
+A committed edit's question goes to the weights route, and its answer is
+checked against the edit (:func:`memedit.chat_check.check_committed_answer`);
+an answer that misses is replaced by the memory route's. The commit gates
+(:mod:`memedit.gates`, :mod:`memedit.chat_gates`) already asked the committed
+model each edit's chat questions before the commit landed.
+
 Weights are shared by every namespace a model serves: committing an edit of
 one namespace changes what the model says to all of them. Commit only edits
 that everyone using the model should see (an approved, shared namespace).
