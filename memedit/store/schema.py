@@ -6,9 +6,12 @@ Add new migrations at the end; never edit a released one.
 """
 from __future__ import annotations
 
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from ..edits import utcnow
+
+if TYPE_CHECKING:
+    from .rows import Rows
 
 SCHEMA_VERSION_KEY = "schema_version"
 
@@ -128,7 +131,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 ]
 
 
-def apply_migrations(db: sqlite_utils.Database) -> list[int]:
+def apply_migrations(db: "Rows") -> list[int]:
     """Apply pending migrations; the caller holds a write transaction. Returns versions applied."""
     if "migrations" not in db.table_names():
         db.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")

@@ -1,4 +1,4 @@
-"""EditStore: the source of truth (SQLite via sqlite-utils) and its FAISS index.
+"""EditStore: the source of truth (SQLite) and its FAISS index.
 
 >>> from memedit import Edit, EditStore
 >>> with EditStore("/tmp/demo.db") as store:                          # doctest: +SKIP
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import sqlite_utils
 
 from ..config import DEFAULT_NAMESPACE
 from ..edits import LIVE_STATUSES, Edit, clean_text, utcnow, validate_namespace
@@ -43,6 +42,7 @@ from .common import progress as _progress
 from .common import statuses as _statuses
 from . import vectors as vector_hashes
 from .deltas import DeltaFiles, drop_commits_with
+from .rows import Rows
 from .files import check_store_files, check_store_header, foreign_tables, leftovers, sweep_leftovers
 from .schema import apply_migrations
 
@@ -117,7 +117,7 @@ class EditStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA secure_delete=ON")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self.db = sqlite_utils.Database(self._conn)
+        self.db = Rows(self._conn)
         with self._write():
             if 5 in apply_migrations(self.db):
                 vector_hashes.backfill(self._conn)
@@ -635,10 +635,8 @@ class EditStore:
         return hits
 
     def _select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Rows as dicts straight from the connection (sqlite-utils' per-query savepoint costs ~50 us)."""
-        cur = self._conn.execute(sql, list(params))
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        """Rows as dicts, read at once."""
+        return list(self.db.query(sql, list(params)))
 
     def _require_namespace_cached(self, name: str) -> None:
         # Namespaces are never deleted, so a name seen once stays valid.
