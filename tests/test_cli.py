@@ -318,8 +318,10 @@ def test_namespaces_and_reindex(db):
     table = ok("namespaces", store=db).stdout
     assert "acme" in table and "default" in table
     data = js("reindex", store=db)
-    assert data == {"vectors": 7}  # 1 + 1 + 2 (paraphrase) + 1 + 1 + 1
-    assert "rebuilt the index: 7 vectors" in ok("reindex", store=db).stdout
+    # 1 + 1 + 2 (paraphrase) + 1 + 2 + 2: edits 5 and 6 are sentences read as facts, indexed as the
+    # canonical prompt + target and as the user's own sentence
+    assert data == {"vectors": 9}
+    assert "rebuilt the index: 9 vectors" in ok("reindex", store=db).stdout
     assert js("search", "Who is the US president?", "-k", "1", store=db)[0]["edit"]["id"] == 3
     assert js("verify", store=db)["index"]["consistent"] is True
 

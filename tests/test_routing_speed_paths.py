@@ -23,6 +23,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from memedit.edits import Edit
 from memedit.embeddings import _LeanBert
 from memedit.errors import NotFoundError
+from memedit.fact_match import pair_texts
 from memedit.route import Router
 from memedit.scope import ScopeClassifier
 from memedit.scope_train import default_data_dir
@@ -175,6 +176,8 @@ def test_prepare_matches_the_straightforward_computation(store: EditStore, class
     _, questions = corpus
     router = _router(store, classifier)
     threshold, routed, worst = router.threshold, 0, 0.0
+    matched_all: set[str] = set()
+    fact_texts: set[str] = set()
     for q in questions:
         prepared = router.prepare(q)
         text = q.strip()
@@ -196,9 +199,17 @@ def test_prepare_matches_the_straightforward_computation(store: EditStore, class
         assert prepared.edit_ids == expected
         assert prepared.route == ("ike" if expected else "base")
         routed += bool(expected)
+        matched_all.update(matched)
+        for u in prepared.used:
+            if u.edit.kind == "fact":
+                fact_texts.update(pair_texts(text, u.edit))
     # both kinds of question occurred, so both branches were compared
     assert 0 < routed < len(questions), routed
-    assert not router._vec_cache, "candidate texts were embedded although the store holds their vectors"
+    cached = set(router._vec_cache)
+    assert not cached & matched_all, "candidate texts were embedded although the store holds their vectors"
+    # the only texts embedded are those the fact check compares (the question and an in-scope fact edit's prompt,
+    # each also with the subject masked)
+    assert cached <= fact_texts, cached - fact_texts
 
 
 def test_hits_without_a_stored_vector_are_embedded(store: EditStore, classifier, embedder) -> None:
