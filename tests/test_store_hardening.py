@@ -304,3 +304,35 @@ def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
     assert all(code == 0 for code, _ in results), results
     with EditStore(path) as s:
         assert s.verify().ok
+
+
+def test_a_damaged_vector_in_a_postgresql_store_is_found_and_repaired(pg_url, embedder):
+    from memedit.store import open_store
+
+    url = pg_url()
+    with open_store(url, embedder=embedder) as s:
+        ids = [s.add(Edit.text(f"The CEO of Company{i} is Person{i}.")).id for i in range(3)]
+        assert s.verify().ok
+        s._tx(lambda: s._exec("UPDATE vectors SET vec = %s WHERE edit_id = %s AND k = 0",
+                              (np.full(embedder.dim, 0.05, dtype=np.float32), ids[1])))
+        report = s.verify()
+        assert not report.ok and report.damaged_vectors == [ids[1]], report.problems
+        assert s.repair_vectors() == [ids[1]]
+        assert s.verify().ok
+        hit = s.search("Who is the CEO of Company1?", k=1)[0]
+        assert hit.edit.id == ids[1] and hit.score > 0.8
+        assert [e.kind for e in s.history(ids[1])][-1] == "repair"
+
+
+def test_a_postgresql_store_from_before_vector_hashes_gets_them_recorded(pg_url, embedder):
+    from memedit.store import open_store
+
+    url = pg_url()
+    with open_store(url, embedder=embedder) as s:
+        s.add(Edit.fact("Globex", "The CEO of {} is", "Hank Scorpio", paraphrases=("Globex is run by",)))
+        s._tx(lambda: (s._exec("ALTER TABLE vectors DROP COLUMN sha256"),
+                       s._exec("DELETE FROM migrations WHERE version = 7")))
+    with open_store(url, embedder=embedder) as s:
+        assert s._row("SELECT count(*) AS n FROM vectors WHERE sha256 IS NULL")["n"] == 0
+        assert s._row("SELECT count(*) AS n FROM vectors")["n"] >= 2
+        assert s.verify().ok

@@ -162,6 +162,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        7,
+        "vectors.sha256: each stored vector's hash, recorded when written, so verify catches damage",
+        """
+        ALTER TABLE vectors ADD COLUMN sha256 TEXT;
+        """,
+    ),
 ]
 
 

@@ -63,6 +63,7 @@ from ..errors import ConflictError, NotFoundError, StoreError, ValidationError, 
 from .chain import GENESIS, Event, canonical_json, event_hash
 from .common import (CONTENT_COLUMNS, MAX_QUERY, TEXT_COLUMNS, SearchHit, VerifyReport, check_k, check_list_window,
                      checked_new_edit, edit_from_row, extra_filters, like_pattern, new_edit_row, progress, statuses, verify_rows)
+from . import vectors as vector_hashes
 from .deltas import PgDeltaBlobs, drop_commits_with
 from .pg_schema import apply_migrations, fix_dimension, has_schema
 from .target import URL_PREFIXES, is_postgres_url, redact  # noqa: F401 - this module's names since issue 7
@@ -119,7 +120,12 @@ class PgEditStore:
         def init() -> None:
             conn = self._c()
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            apply_migrations(conn)
+            if 7 in apply_migrations(conn):  # hashes for the vectors stored before they had one
+                rows = conn.execute("SELECT edit_id, k, vec::real[] AS v, NULL AS sha256 FROM vectors").fetchall()
+                with conn.cursor() as cur:
+                    cur.executemany("UPDATE vectors SET sha256 = %s WHERE edit_id = %s AND k = %s",
+                                    [(vector_hashes.vector_digest(e, k, b), e, k)
+                                     for e, k, b, _ in vector_hashes.float_rows(rows)])
             if self._meta("generation") is None:
                 self._set_meta("generation", "0")
                 self._set_meta("created_at", utcnow())
@@ -434,14 +440,7 @@ class PgEditStore:
         if "id" in row:  # an import kept its id: move the sequence past it so later ids never collide
             self._exec("SELECT setval(pg_get_serial_sequence('edits', 'id'), greatest(%s, "
                        "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM edits_id_seq)))", [edit_id])
-        if len(vecs) == 1:
-            self._exec("INSERT INTO vectors(edit_id, k, namespace, status, vec) VALUES (%s, 0, %s, %s, %s)",
-                       (edit_id, ns, edit.status, np.asarray(vecs[0], dtype=np.float32)))
-        elif len(vecs):
-            with self._c().cursor() as cur:
-                cur.executemany("INSERT INTO vectors(edit_id, k, namespace, status, vec) VALUES (%s, %s, %s, %s, %s)",
-                                [(edit_id, k, ns, edit.status, np.asarray(v, dtype=np.float32))
-                                 for k, v in enumerate(vecs)])
+        self._insert_vectors(edit_id, vecs, ns, edit.status)
         self._append_event(event_kind, namespace=ns, edit_id=edit_id, actor=actor,
                            payload={"uid": row["uid"], "content_hash": row["content_hash"], "status": edit.status})
         changed = False
@@ -453,6 +452,17 @@ class PgEditStore:
                 self._exec("UPDATE edits SET supersedes = %s WHERE id = %s", (old[0], edit_id))
                 changed = True
         return self._get(edit_id) if changed else edit_from_row(stored)
+
+    def _insert_vectors(self, edit_id: int, vecs: np.ndarray, namespace: str, status: str) -> None:
+        """Store an edit's vectors with their hashes (of the float32 bytes pgvector keeps exactly)."""
+        rows = [(e, k, namespace, status, np.frombuffer(blob, dtype=np.float32), digest)
+                for e, k, blob, digest in vector_hashes.vector_rows(edit_id, vecs)]
+        sql = "INSERT INTO vectors(edit_id, k, namespace, status, vec, sha256) VALUES (%s, %s, %s, %s, %s, %s)"
+        if len(rows) == 1:
+            self._exec(sql, rows[0])
+        elif rows:
+            with self._c().cursor() as cur:
+                cur.executemany(sql, rows)
 
     def _live_same_key(self, edit_id: int, statuses: Sequence[str] = LIVE_STATUSES,
                        key: dict[str, Any] | None = None) -> list[int]:
@@ -760,17 +770,31 @@ class PgEditStore:
     # ---- audit -------------------------------------------------------------------------------
     def verify(self) -> VerifyReport:
         """Recompute the event hash chain and every live edit's content hash (one consistent snapshot)."""
-        def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+        def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str], tuple]:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 events = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
                 edits = conn.execute("SELECT * FROM edits ORDER BY id").fetchall()
                 meta = {r["key"]: r["value"] for r in conn.execute(
-                    "SELECT key, value FROM meta WHERE key IN ('head_hash', 'event_count')").fetchall()}
-            return events, edits, meta
+                    "SELECT key, value FROM meta WHERE key IN ('head_hash', 'event_count', 'dim')").fetchall()}
+                live = {e["id"] for e in edits if e["status"] != "forgotten"}
+                with conn.cursor(name="memedit_verify_vectors") as cur:  # streamed: the table may be large
+                    cur.execute("SELECT edit_id, k, vec::real[] AS v, sha256 FROM vectors ORDER BY edit_id, k")
+                    vectors = vector_hashes.check_vectors(vector_hashes.float_rows(cur), live,
+                                                          int(meta["dim"]) if meta.get("dim") else None)
+            return events, edits, meta, vectors
 
-        events, edits, meta = self._read(read)
-        return verify_rows(events, edits, meta.get("head_hash"), meta.get("event_count"))
+        events, edits, meta, (vec_problems, damaged) = self._read(read)
+        report = verify_rows(events, edits, meta.get("head_hash"), meta.get("event_count"))
+        problems = report.problems + vec_problems
+        return replace(report, ok=not problems, problems=problems, damaged_vectors=damaged)
+
+    def repair_vectors(self, edit_ids: Sequence[int] | None = None, *, actor: str | None = None) -> list[int]:
+        """Re-embed the vectors of ``edit_ids`` (default: those :meth:`verify` finds damaged); returns the ids repaired."""
+        ids = list(self.verify().damaged_vectors if edit_ids is None else [check_id(i) for i in edit_ids])
+        if ids:
+            vector_hashes.reembed(self, ids, actor=actor)
+        return ids
 
     # ---- transfer --------------------------------------------------------------------------------
     def export_jsonl(self, out: Any, namespace: str | None = None) -> int:

@@ -339,7 +339,7 @@ class EditStore:
         cols = ", ".join(row)
         cur = self._conn.execute(f"INSERT INTO edits({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
         edit_id = int(cur.lastrowid)
-        self._conn.executemany(vector_hashes.INSERT_SQL, vector_hashes.vector_rows(edit_id, vecs))
+        self._insert_vectors(edit_id, vecs, ns, edit.status)
         # The actor is who performed the write; the edit's author is content and must stay out of the
         # append-only log, or forgetting could not erase it.
         self._append_event(event_kind, namespace=ns, edit_id=edit_id, actor=actor,
@@ -351,6 +351,10 @@ class EditStore:
             if old:
                 self._conn.execute("UPDATE edits SET supersedes = ? WHERE id = ?", (old[0], edit_id))
         return self._get(edit_id)
+
+    def _insert_vectors(self, edit_id: int, vecs: np.ndarray, namespace: str, status: str) -> None:
+        """Store an edit's vectors with their hashes; the caller holds the write transaction."""
+        self._conn.executemany(vector_hashes.INSERT_SQL, vector_hashes.vector_rows(edit_id, vecs))
 
     def _live_same_key(self, edit_id: int, statuses: Sequence[str] = LIVE_STATUSES) -> list[int]:
         row = self._row("SELECT namespace, subject_key, relation_key, kind FROM edits WHERE id = ?", [edit_id])

@@ -16,11 +16,12 @@ import hashlib
 import logging
 import sqlite3
 import struct
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from .postgres import PgEditStore
     from .sqlite import EditStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,12 @@ def vector_rows(edit_id: int, vecs: np.ndarray) -> list[tuple[int, int, bytes, s
 
 
 INSERT_SQL = "INSERT INTO vectors(edit_id, k, vec, sha256) VALUES (?, ?, ?, ?)"
+
+
+def float_rows(rows: Iterable[dict]) -> Iterator[tuple[int, int, bytes, str | None]]:
+    """``(edit_id, k, vec, sha256)`` from PostgreSQL rows whose ``v`` is the vector as a float4 array."""
+    for r in rows:
+        yield r["edit_id"], r["k"], np.asarray(r["v"], dtype=np.float32).tobytes(), r["sha256"]
 
 
 def backfill(conn: sqlite3.Connection) -> int:
@@ -84,7 +91,7 @@ def check_vectors(rows: Iterable[tuple[int, int, bytes, bytes | str | None]], li
     return problems, sorted(damaged)
 
 
-def reembed(store: "EditStore", edit_ids: list[int], *, actor: str | None = None) -> None:
+def reembed(store: "EditStore | PgEditStore", edit_ids: list[int], *, actor: str | None = None) -> None:
     """Replace the stored vectors of these live edits with fresh embeddings of their texts, in one transaction.
 
     Each repaired edit gets a ``repair`` event, and a new generation so every
@@ -104,10 +111,11 @@ def reembed(store: "EditStore", edit_ids: list[int], *, actor: str | None = None
         offset = 0
         for edit, ts in zip(edits, texts):
             store._conn.execute("DELETE FROM vectors WHERE edit_id = ?", (edit.id,))
-            store._conn.executemany(INSERT_SQL, vector_rows(int(edit.id), vecs[offset:offset + len(ts)]))  # type: ignore[arg-type]
+            store._insert_vectors(int(edit.id), vecs[offset:offset + len(ts)], edit.namespace, edit.status)  # type: ignore[arg-type]
             store._conn.execute("UPDATE edits SET gen = ? WHERE id = ?", (gen, edit.id))
             store._append_event("repair", namespace=edit.namespace, edit_id=edit.id, actor=actor,
                                 payload={"vectors": len(ts)})
             offset += len(ts)
     log.warning("re-embedded the vectors of %d edit(s): %s", len(edits), edit_ids)
-    store._sync_index()
+    if hasattr(store, "_sync_index"):  # SQLite's in-memory FAISS index; pgvector's index is the table itself
+        store._sync_index()
