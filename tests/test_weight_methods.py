@@ -493,15 +493,17 @@ def test_rome_most_probable_early_stopping(models, tok, stats_cache):
 
 
 def test_rome_presets(models):
-    """``single`` is the family default; ``sequential`` (what commits use) changes only its two settings."""
+    """``single`` is the family default; ``sequential`` (what commits use) changes only its three settings."""
     from memedit.methods.rome.hparams import ROME_PRESETS
 
     model = models["llama"]
     single = RomeHParams.for_model(model)
     seq = RomeHParams.for_model(model, preset="sequential")
     assert RomeHParams.for_model(model, preset="single") == single
-    assert (seq.stop_rule, seq.norm_constraint) == ("most_probable", 2.0) == tuple(ROME_PRESETS["sequential"].values())
-    assert seq.with_(stop_rule=single.stop_rule, norm_constraint=single.norm_constraint) == single
+    assert ((seq.stop_rule, seq.norm_constraint, seq.chat_forms) == ("most_probable", 2.0, 2)
+            == tuple(ROME_PRESETS["sequential"].values()))
+    assert seq.with_(stop_rule=single.stop_rule, norm_constraint=single.norm_constraint,
+                     chat_forms=single.chat_forms) == single
     assert RomeHParams.for_model(model, preset="sequential", norm_constraint=0.5).norm_constraint == 0.5
     with pytest.raises(ValidationError, match="unknown ROME preset"):
         RomeHParams.for_model(model, preset="careful")
