@@ -215,3 +215,36 @@ def test_the_check_fails_on_a_copied_catalogue(tmp_path: Path, mquake: dict[str,
     cat = Catalogue.load(path)
     hits = [t for _, _, t in _templates(mquake) for p in phrasings(cat["P27"]) if copy_reason(p, t)]
     assert hits == [mquake["cloze-templates.json"]["P27"]]
+
+
+class _CountingEmbedder:
+    """The real packaged embedder, counting the texts it is asked to encode."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.encoded = inner, inner.name, 0
+
+    def encode(self, texts, show_progress: bool = False):
+        self.encoded += len(texts)
+        return self.inner.encode(texts)
+
+
+def test_catalogue_vectors_are_cached_between_processes(tmp_path: Path, embedder, monkeypatch) -> None:
+    monkeypatch.setenv("MEMEDIT_CACHE_DIR", str(tmp_path / "cache"))
+    first = _CountingEmbedder(embedder)
+    a = Catalogue.load(embedder=first)
+    rel, score = a.relation_of_template("{} is a citizen of")
+    assert first.encoded > 100  # the phrases and forms were embedded once
+    files = sorted((tmp_path / "cache" / "catalogue-vectors").glob("*.safetensors"))
+    assert len(files) == 2 and not list(files[0].parent.glob(".*tmp*"))
+    second = _CountingEmbedder(embedder)
+    b = Catalogue.load(embedder=second)
+    assert b.relation_of_template("{} is a citizen of") == (b[rel.id], pytest.approx(score, abs=1e-6))
+    assert second.encoded == 1  # only the template itself: the catalogue came from the cache
+    assert (b._vectors()[0] == a._vectors()[0]).all()
+    # a damaged cache file is a cache miss, re-embedded and rewritten
+    for f in files:
+        f.write_bytes(b"not safetensors")
+    third = _CountingEmbedder(embedder)
+    c = Catalogue.load(embedder=third)
+    assert c.relation_of_template("{} is a citizen of")[0].id == rel.id and third.encoded > 100
+    assert all(f.stat().st_size > 1000 for f in files)

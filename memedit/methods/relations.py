@@ -35,14 +35,17 @@ an edit prompt is also compared with every question and cloze form.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from ..errors import ValidationError
 
@@ -163,8 +166,38 @@ class Catalogue:
                             texts.append(p)
                             owner.append(i)
                     self._phrase_rel = np.asarray(owner, dtype=np.int64)
-                    self._phrase_vecs = self.embedder.encode(texts)
+                    self._phrase_vecs = self._encode_cached(texts)
         return self._phrase_vecs, self._phrase_rel  # type: ignore[return-value]
+
+    def _encode_cached(self, texts: list[str]) -> np.ndarray:
+        """The embedder's vectors of ``texts``, kept under the cache directory between processes.
+
+        Embedding the catalogue's ~740 phrasings took seconds in every process that read one fact (each
+        ``memedit add``); the file is keyed by the texts and the embedder's name, so any change re-embeds.
+        """
+        from ..config import cache_dir
+
+        name = getattr(self.embedder, "name", None)
+        if not name:
+            return self.embedder.encode(texts)
+        key = hashlib.sha256(json.dumps([str(name), texts], ensure_ascii=False).encode("utf-8")).hexdigest()[:32]
+        path = cache_dir() / "catalogue-vectors" / f"{key}.safetensors"
+        if path.is_file():
+            try:
+                vecs = load_file(str(path))["vectors"]
+                if vecs.shape[0] == len(texts):
+                    return vecs
+            except Exception as exc:  # noqa: BLE001 - a damaged cache file is only a cache miss
+                log.warning("ignoring the unreadable catalogue vector cache %s: %s", path, exc)
+        vecs = np.ascontiguousarray(self.embedder.encode(texts), dtype=np.float32)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            save_file({"vectors": vecs}, str(tmp))
+            os.replace(tmp, path)  # readers never see a half-written file
+        except OSError as exc:  # a read-only cache directory costs time, never an answer
+            log.warning("could not cache catalogue vectors at %s: %s", path, exc)
+        return vecs
 
     def scores(self, vecs: np.ndarray) -> np.ndarray:
         """``(n_texts, n_relations)``: each text's best phrase similarity per relation."""
@@ -220,7 +253,7 @@ class Catalogue:
                             texts.append(form.format(PLACEHOLDER))
                             owner.append(i)
                     self._form_rel = np.asarray(owner, dtype=np.int64)
-                    self._form_vecs = self.embedder.encode(texts)
+                    self._form_vecs = self._encode_cached(texts)
         return self._form_vecs, self._form_rel  # type: ignore[return-value]
 
 
