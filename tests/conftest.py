@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+    parser.addoption("--no-postgres", action="store_true", default=False,
+                     help="this machine has no PostgreSQL: skip the PostgreSQL tests (without it, a server that "
+                          "cannot start fails them)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -58,14 +61,25 @@ def embedder():
 # ---- PostgreSQL (issue 7): a private server for the session, a fresh database per test ----------------
 
 @pytest.fixture(scope="session")
-def pg_server():
-    """A private PostgreSQL server with pgvector (the `pgserver` wheel); skips with the reason if it cannot start."""
+def pg_server(request: pytest.FixtureRequest):
+    """A private PostgreSQL server with pgvector (the `pgserver` wheel).
+
+    A server that cannot start (or a missing 'postgres' extra) fails the tests that need it, with the reason,
+    unless the run says it has no PostgreSQL (``--no-postgres``): then they are skipped. Never a silent skip.
+    """
+    def unavailable(reason: str) -> None:
+        if request.config.getoption("--no-postgres"):
+            pytest.skip(f"--no-postgres: {reason}")
+        pytest.fail(f"{reason} (run with --no-postgres on a machine without PostgreSQL)", pytrace=False)
+
+    if request.config.getoption("--no-postgres"):
+        pytest.skip("--no-postgres: this run has no PostgreSQL")
     try:
         import pgserver  # noqa: F401
         import pgvector  # noqa: F401
         import psycopg  # noqa: F401
     except ImportError as exc:
-        pytest.skip(f"PostgreSQL tests need the 'postgres' extra (pip install -e '.[postgres]'): {exc}")
+        unavailable(f"PostgreSQL tests need the 'postgres' extra (pip install -e '.[postgres]'): {exc}")
     # Not under pytest's temp root: when running as root, the server runs as another user, and any pytest session
     # starting meanwhile resets /tmp/pytest-of-root to mode 0700, which would lock the server out of its directory.
     import shutil
@@ -74,9 +88,9 @@ def pg_server():
     data = Path(tempfile.mkdtemp(prefix="memedit-pg-")) / "data"
     try:
         server = pgserver.get_server(data, cleanup_mode="stop")
-    except Exception as exc:  # noqa: BLE001 - any start failure means: skip, and say why
+    except Exception as exc:  # noqa: BLE001 - any start failure: fail (or skip under --no-postgres), and say why
         shutil.rmtree(data.parent, ignore_errors=True)
-        pytest.skip(f"could not start a private PostgreSQL server: {type(exc).__name__}: {exc}")
+        unavailable(f"could not start a private PostgreSQL server: {type(exc).__name__}: {exc}")
     yield server
     stop_pg_server(server)
     shutil.rmtree(data.parent, ignore_errors=True)

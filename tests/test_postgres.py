@@ -239,7 +239,7 @@ def test_replica_killed_many_times(url, tmp_path, embedder):
     _kill_cycles(url, tmp_path, embedder, cycles=8)
 
 
-def test_writers_ride_through_a_server_restart(tmp_path, embedder):
+def test_writers_ride_through_a_server_restart(tmp_path, embedder, pg_server):  # pg_server: PostgreSQL is here
     import pgserver
     from pgserver._commands import pg_ctl
     from pgserver.utils import PostmasterInfo
@@ -248,7 +248,7 @@ def test_writers_ride_through_a_server_restart(tmp_path, embedder):
     try:
         server = pgserver.get_server(base / "data", cleanup_mode="stop")
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"could not start a second PostgreSQL server: {exc}")
+        pytest.fail(f"could not start a second PostgreSQL server: {exc}", pytrace=False)
     try:
         url = server.get_uri()
         PgEditStore(url, embedder=embedder).close()
