@@ -219,7 +219,8 @@ _OTHER_VERB = re.compile(
     r"lasts|lasted|takes|took|starts|started|ends|ended|begins|began|flows|flowed|orbits|sits|stands|lies|equals|"
     r"moved|moves|joined|joins|left|retired|resigned|launched|released|renamed|changed|opened|merged|acquired|"
     r"bought|split|became|signed|elected|appointed|named|called|located|based|born|built|designed|created|"
-    r"published|premiered|debuted|starred|stars|won|lost|scored|finished|reached|flows|comes|came|goes|went)\b",
+    r"published|premiered|debuted|starred|stars|won|lost|scored|finished|reached|flows|comes|came|goes|went|"
+    r"carries|carried|bears|bore)\b",
     re.I)
 _TEMPORAL_TAIL = re.compile(r"\s*,?\s*\b(?:now|nowadays|these\s+days|at\s+the\s+moment|anymore)\s*([.!]*)$", re.I)
 _NOW_AFTER_VERB = re.compile(r"\b(is|are|has\s+become|have\s+become)\s+now\b", re.I)
@@ -235,6 +236,10 @@ _FACT_OF = re.compile(
 _FACT_POSSESSIVE = re.compile(
     r"^(?P<subject>[A-Z0-9][^,;:']{0,80}?)'s\s+(?P<head>[^,;:']+?)\s+(?P<verb>is|are|was|were)\s+(?P<target>[^,;:]+)$")
 _COPULA_WORD = re.compile(r"\b(?:is|are|was|were)\b", re.I)
+# a later preposition followed by a capitalised word: where the subject's name starts when the first split left it
+# lower case ("government of United Kingdom")
+_LATER_PREP = re.compile(r"\s(of|in|for|at)\s+(?=(?:the\s+)?[A-Z0-9])")
+_NAMED = re.compile(r"(?:the|a|an)\s+[A-Z0-9]")
 
 
 # --------------------------------------------------------------------------- API
@@ -563,6 +568,9 @@ def split_fact(sentence: str) -> tuple[str, str, str] | None:
     m = _FACT_OF.match(sentence)
     if m:
         head, prep, subject, verb, target = (m.group(g).strip() for g in ("head", "prep", "subject", "verb", "target"))
+        # "The head of government of United Kingdom is ...": the relation runs on to the preposition before the name
+        while subject[:1].islower() and not _NAMED.match(subject) and (later := _LATER_PREP.search(subject)):
+            head, prep, subject = f"{head} {prep} {subject[:later.start()]}", later.group(1), subject[later.end():]
         prompt = f"{head} {prep} {{}} {verb}"
     else:
         m = _FACT_POSSESSIVE.match(sentence)

@@ -29,6 +29,10 @@ def store(tmp_path: Path):
     ("Bank of Montreal is headquartered in Toronto.", "Bank of Montreal", "P159", "Toronto"),
     ("The CEO of Acme is Jane Roe.", "Acme", "P169", "Jane Roe"),
     ("Danielle Darrieux speaks English", "Danielle Darrieux", "P1412", "English"),
+    # the relation runs on past its first "of": the name is what follows the last preposition before it
+    ("The head of government of Mali is Ada Lovelace.", "Mali", "P6", "Ada Lovelace"),
+    ("The head of state of the Republic of Kenya is Ada Lovelace.", "the Republic of Kenya", "P35", "Ada Lovelace"),
+    ("The head of government of the United Kingdom is Ada Lovelace.", "the United Kingdom", "P6", "Ada Lovelace"),
 ])
 def test_statements_read_as_triples(statement: str, subject: str, relation: str, obj: str) -> None:
     t = read_triple(statement)
@@ -40,6 +44,19 @@ def test_statements_read_as_triples(statement: str, subject: str, relation: str,
 def test_statements_without_a_catalogue_relation_stay_free_text(statement: str) -> None:
     assert read_triple(statement) is None
     assert structured(Edit.text(statement.replace("?", "."))).kind == "text"
+
+
+@pytest.mark.parametrize("message, subject, relation", [
+    ("FYI, Ada Lovelace carries a passport of Kenya.", "Ada Lovelace", "P27"),
+    ("Actually, the head of government of Mali is Ada Lovelace.", "Mali", "P6"),
+])
+def test_corrections_in_other_verbs_are_captured_and_read(message: str, subject: str, relation: str) -> None:
+    from memedit.corrections import detect_correction
+
+    found = detect_correction(message)
+    assert found is not None, message
+    t = read_triple(found.statement)
+    assert t is not None and (t.subject, t.relation) == (subject, relation)
 
 
 def test_a_chat_fact_is_kept_with_its_reading_and_superseded_in_other_words(store: EditStore) -> None:
