@@ -30,7 +30,9 @@ def _refused(ed: Editor, edit: Edit) -> tuple[dict, int]:
     added = ed.store.add(edit)
     model = ed.weights.ledger.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    hp = RomeHParams.for_model(model, preset="sequential", stats_tokens=STATS_TOKENS)
+    # the cloze-only edit (chat_forms=0) of before issue 19: the commits it writes are the bad ones the gates must
+    # catch (with the default chat forms, the Darrieux edit keeps the name and commits)
+    hp = RomeHParams.for_model(model, preset="sequential", stats_tokens=STATS_TOKENS, chat_forms=0)
     report = ed.commit([added.id], method="rome", hparams=hp)
     assert not report.ok and report.commit_ids == [], report.to_dict()
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "a refused commit changes nothing"
