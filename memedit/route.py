@@ -104,6 +104,9 @@ class Prepared:
     max_new_tokens: int | None = None  # the router's answer length (None: the backend's default)
     #: steps decided with the prompt, first in the answer's trace (IKE: the demonstrations shown)
     trace: list[dict[str, Any]] = field(default_factory=list)
+    #: MeLLo took a multi-hop question no edit was in scope of, because its chain may reach one; if no hop does,
+    #: :meth:`Router.run` answers with the base model (the answer the question would have had)
+    through_chain: bool = False
 
     @property
     def edit_ids(self) -> list[int]:
@@ -346,10 +349,11 @@ class Router:
             best = None
         return best if best in self.methods else "ike"
 
-    def _claimed(self, question: str, namespace: str) -> str | None:
-        """A route whose method claims the question outright (MeLLo: multi-hop questions), else None."""
+    def _claimed(self, question: str, namespace: str, how: str = "claims") -> str | None:
+        """A route whose method claims the question outright (MeLLo: multi-hop questions), else None; ``how``
+        names the method's test (``claims_through_chain``: for a question with no in-scope edit)."""
         for name, method in self.methods.items():
-            claims = getattr(method, "claims", None)
+            claims = getattr(method, how, None)
             if claims is not None and claims(question, namespace):
                 return name
         return None
@@ -405,6 +409,11 @@ class Router:
         # about: a question with no in-scope edit goes to the bare model, whatever its shape (locality). A question
         # that restates an in-scope edit's own prompt is one hop, however many relation words that prompt has.
         claimed = self._claimed(question, namespace) if used and not one_hop else None
+        # ... or a multi-hop question whose chain runs through a relation a stored edit states, though it names
+        # no edited subject itself: MeLLo follows it, and the base model answers if no hop reaches an edit.
+        if not used:
+            claimed = self._claimed(question, namespace, "claims_through_chain")
+        through_chain = claimed is not None and not used
         route = claimed or self._decide(question, used, committed)
         if route == "base" and used:  # the policy chose not to use them: they become candidates
             candidates = used + candidates
@@ -419,7 +428,7 @@ class Router:
         timings["prompt"] = _ms(t0)
         return Prepared(question=question, namespace=namespace, route=route, used=used, candidates=candidates,
                         messages=messages, backend=method.backend(self.base), timings_ms=timings,
-                        max_new_tokens=self.max_new_tokens, trace=steps)
+                        max_new_tokens=self.max_new_tokens, trace=steps, through_chain=through_chain)
 
     # ---- answering -----------------------------------------------------------------
     def _generate(self, prepared: Prepared) -> tuple[str, list[dict[str, Any]]]:
@@ -463,6 +472,14 @@ class Router:
         text, steps = self._generate(prepared)
         trace.extend(steps)
         route = prepared.route
+        if prepared.through_chain and not prepared.used:  # no hop reached an edit: the answer is the base model's
+            trace.append({"step": "chain-check", "reached_edit": False,
+                          "why": "no hop of the chain reached a stored edit; answered by the base model"})
+            route = "base"
+            text = self.base.chat([{"role": "user", "content": prepared.question}], self.max_new_tokens)
+        elif prepared.through_chain:
+            trace.append({"step": "chain-check", "reached_edit": True,
+                          "why": "a hop of the chain reached a stored edit though none was in scope of the question"})
         if route == "weights":
             from .chat_check import check_committed_answer
 

@@ -350,3 +350,27 @@ def test_context_sentences_do_not_make_a_single_hop_question_multi_hop(store: Ed
     assert mello.claims("Who is the head of state of the country that Angela Merkel is a citizen of?", "default")
     two = "Some context first.\nWho is the head of state of the country that Angela Merkel is a citizen of?"
     assert mello.claims(two, "default"), "a multi-hop asking sentence after context is still multi-hop"
+
+
+def test_a_chain_that_reaches_an_edit_is_followed_though_no_edit_is_in_scope(store: EditStore) -> None:
+    """Issue 20: a multi-hop question naming an entity nothing was stored about, whose second hop is an edited
+    fact, goes to MeLLo; when the chain reaches no edit the answer is exactly the base model's (locality)."""
+    from memedit.models.backends import LocalLM
+    from memedit.route import Router
+
+    lm = LocalLM.from_name("smollm2-135m-instruct")
+    e = store.add(Edit.fact("United Kingdom", "The head of government of {} is", "Rudolf Michl"))
+    router = Router(store, lm, policy="auto")
+    q = "Who is the head of government of the country where Stephen Baxter holds citizenship?"
+    prepared = router.prepare(q)
+    assert prepared.used == [] and prepared.route == "mello" and prepared.through_chain
+    a = router.run(prepared)
+    assert a.route == "mello" and "Rudolf Michl" in a.text and [u.edit.id for u in a.used] == [e.id]
+    assert next(s for s in a.trace if s["step"] == "chain-check")["reached_edit"]
+    # a chain through the same relation that reaches another country: no edit, the base model's own answer
+    other = "Who leads the government of the country Angela Merkel is a citizen of?"
+    b = router.answer(other)
+    assert b.route == "base" and b.used == [] and not next(s for s in b.trace if s["step"] == "chain-check")["reached_edit"]
+    assert b.text == lm.chat([{"role": "user", "content": other}], router.max_new_tokens)
+    # no relation of the chain is stated by a stored edit: not claimed at all
+    assert not router.prepare("Who is the head of state of the country where Stephen Baxter holds citizenship?").through_chain

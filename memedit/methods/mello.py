@@ -237,6 +237,23 @@ class MeLLo:
             return True
         return self.decompose(question, namespace).is_multi_hop
 
+    def claims_through_chain(self, question: str, namespace: str) -> bool:
+        """A multi-hop question no edit is in scope of, whose chain may still reach one: it names an entity
+        nothing was stored about ("the country where Stephen Baxter holds citizenship"), but one of its relations
+        is one a stored fact edit states (that country's head of government). The router then lets MeLLo follow
+        the chain, and answers with the base model if no hop reached an edit (:attr:`Prepared.through_chain`).
+
+        Only the structured loop can say which relations a chain has; the model-written loop claims nothing here.
+        """
+        if self.mode == "prompt" or not self.claims(question, namespace):
+            return False
+        try:
+            stated = self.facts().relations(namespace)
+            return any(m.relation.id in stated for m in self.decompose(question, namespace).relations)
+        except Exception as exc:  # noqa: BLE001 - as in claims(): detection never breaks answering
+            log.warning("chain check failed (%s: %s); routing as usual", type(exc).__name__, exc)
+            return False
+
     def messages(self, question: str, used: Sequence[UsedEdit], **_: Any) -> list[dict[str, str]]:  # noqa: ARG002
         """MeLLo makes several calls (see :meth:`generate`); this is the question as the first call sees it."""
         return [{"role": "user", "content": question}]

@@ -673,9 +673,11 @@ class _Facts:
     by_id: dict[int, Edit] = field(default_factory=dict)
     names: SubjectNames = field(default_factory=SubjectNames)
     by_alias: dict[str, dict[str, int]] = field(default_factory=dict)   # alias key -> folded subject -> edits
+    version: int = 0   # bumped on every change, so what is derived from the table knows when to recompute
 
     def put(self, e: Edit) -> None:
         self.drop(int(e.id))  # type: ignore[arg-type]
+        self.version += 1
         key = fold(e.subject or "")
         self.by_subject.setdefault(key, []).append(e)
         self.by_id[int(e.id)] = e  # type: ignore[arg-type]
@@ -688,6 +690,7 @@ class _Facts:
         old = self.by_id.pop(edit_id, None)
         if old is None:
             return
+        self.version += 1
         key = fold(old.subject or "")
         rest = [x for x in self.by_subject.get(key, []) if x.id != edit_id]
         if rest:
@@ -744,6 +747,7 @@ class FactIndex:
         self._seq: int | None = None                       # the last event seen
         self._lock = threading.RLock()
         self._has_events = callable(getattr(store, "events", None))
+        self._relations: dict[str, tuple[_Facts, int, frozenset[str]]] = {}   # namespace -> (table, version, ids)
 
     # ---- keeping up with the store ---------------------------------------------------
     def _new_events(self, since: int) -> tuple[int, set[int], bool]:
@@ -818,6 +822,29 @@ class FactIndex:
     def names(self, namespace: str) -> SubjectNames:
         """The live fact edits' subjects, for :meth:`Decomposer.decompose` (the live object: do not modify)."""
         return self._facts(namespace).names
+
+    def relations(self, namespace: str) -> frozenset[str]:
+        """The catalogue relation ids some live fact edit of ``namespace`` states (cached with the namespace's facts).
+
+        The router asks this before letting MeLLo take a multi-hop question no edit is in scope of: a chain can only
+        reach an edit through one of these relations.
+        """
+        with self._lock:  # the table changes in place when the store does: read it whole, under the lock
+            facts = self._facts(namespace)
+            cached = self._relations.get(namespace)
+            if cached is not None and cached[0] is facts and cached[1] == facts.version:
+                return cached[2]
+            found = {self._relation_id(e) for edits in facts.by_subject.values() for e in edits}
+            out = frozenset(r for r in found if r is not None)
+            self._relations[namespace] = (facts, facts.version, out)
+            return out
+
+    def _relation_id(self, e: Edit) -> str | None:
+        reading = e.meta.get("triple") if isinstance(e.meta, dict) else None
+        if isinstance(reading, dict) and isinstance(reading.get("relation"), str):
+            return reading["relation"]
+        rel, score = self.catalogue.relation_of_template(e.prompt or "")
+        return rel.id if score >= EDIT_RELATION_THRESHOLD else None
 
     def _about(self, edits: Iterable[Edit], relation: Relation) -> list[tuple[Edit, float]]:
         out = []
