@@ -167,3 +167,42 @@ def test_a_committed_answer_that_misses_the_edit_falls_back_to_the_memory(store,
     assert answer.route == "ike", "a weights answer that misses the edit is replaced by the memory route's"
     assert any(s["step"] == "ike-demonstrations" for s in answer.trace)
     assert store.get(a.id).usage_count == 1
+
+
+def test_eval_runs_the_commit_then_ask_path(store, tok, stats):
+    """``evaluate(commit=...)`` writes each case's edit before asking (issue 19): the committed edit is tried on
+    the weights route, answers from the memory where the committed answer misses it, and locality is judged
+    against the unedited model's answers, taken before any commit."""
+    from memedit.eval import evaluate
+    from memedit.eval.datasets import EvalCase, Probe
+
+    model = make_model("llama", len(tok))
+    base = _params(model)
+    ed = Editor(model=(model, tok), store=store, gates=TINY_GATES, policy="ike")
+    unedited = {q: ed.base.chat([{"role": "user", "content": q}], ed.router.max_new_tokens)
+                for q in ("Which sport does Bob Jones play?", "What is the mother tongue of Carol King?")}
+    cases = [
+        EvalCase("a", "counterfact", Edit.fact("Alice Smith", "The mother tongue of {} is", "German",
+                                               target_true="French"),
+                 (Probe("reliability", Q_ALICE, ("German",)), Probe("locality", Q_BOB, ("football",)))),
+        EvalCase("c", "counterfact", Edit.fact("Carol King", "{} plays the sport", "tennis", target_true="golf"),
+                 (Probe("reliability", "Which sport does Carol King play?", ("tennis",)),
+                  Probe("locality", "What is the mother tongue of Carol King?", ("French",)))),
+    ]
+    calls: list[list[int]] = []
+
+    def commit(editor, ids):
+        calls.append(list(ids))
+        return editor.commit(ids, method="rome", hparams=ROME, stats=stats[1])
+
+    report = evaluate(ed, cases, mode="single", commit=commit)
+    assert len(calls) == 2 and all(len(c) == 1 for c in calls), "single mode: one commit per case, in sequence"
+    tally = report.config["commits"]
+    assert tally["edits"] == 2 and tally["committed"] + tally["refused"] == 2 and tally["committed"] >= 1
+    assert not _equal(model, base), "the commits were written into the weights"
+    in_scope = [r for r in report.results if r.kind == "reliability"]
+    # every committed edit was tried on the weights route; the trace's check sent misses back to the memory
+    assert {r.route for r in in_scope} <= {"weights", "ike"} and all(r.own_edit_used for r in in_scope)
+    for r in report.results:
+        if r.kind == "locality":
+            assert r.base_answer == unedited[r.question], "judged against the unedited model"

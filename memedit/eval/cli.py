@@ -95,7 +95,11 @@ def run(
     limit: Optional[int] = typer.Option(100, "--limit", help="Random subsample size (all: 0)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample."),
     model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model (registered name or path)."),
-    policy: str = typer.Option("ike", "--policy", help="ike | serac | auto"),
+    policy: str = typer.Option("ike", "--policy", help="ike | serac | auto | weights (auto's memory route, and each "
+                               "case's edit committed into the weights before it is asked: --commit-method)"),
+    commit_method: str = typer.Option("rome", "--commit-method", help="With --policy weights: rome (one gated commit "
+                                      "per edit, in sequence) | memit | emmet (one batch per case, or per run in "
+                                      "batch mode)."),
     mode: str = typer.Option("single", "--mode", help="single (one namespace per case) | batch (all edits in one) | both"),
     batch: bool = typer.Option(False, "--batch", help="Shorthand for --mode batch."),
     classifier: Optional[Path] = typer.Option(None, "--classifier", help="Scope classifier artifact (default: packaged)."),
@@ -138,6 +142,13 @@ def run(
         from .splits import check_side, default_split
 
         check_side(side)
+        committer = None
+        if policy == "weights":
+            from ..commit import METHODS
+
+            if commit_method not in METHODS:
+                raise typer.BadParameter(f"--commit-method must be one of {METHODS}")
+            committer = lambda ed, ids: ed.commit(ids, method=commit_method)  # noqa: E731 - gated, real commits
         loaded = load_cases(data, format, keep_same_relation_locality=keep_same_relation_locality)
         split = default_split()
         candidates = split.select(loaded.cases, [split.side_of_subject(c.edit.subject or "") for c in loaded.cases],
@@ -188,12 +199,13 @@ def run(
                   "serac_adapter": "none" if prompt_only else serac_adapter, "heldout_of": heldout_of,
                   "dropped_training_cases": dropped, "side": side, "split_sha256": split.sha256,
                   "same_relation_locality_set_aside": loaded.same_relation_locality,
-                  "distinct_subjects": distinct}
+                  "distinct_subjects": distinct, "commit_method": commit_method if committer else None}
         reports: dict[str, dict[str, Any]] = {}
         base = None
         for m in modes:
             def factory(store: Any) -> Editor:
-                ed = Editor(model=base if base is not None else model, store=store, policy=policy,
+                ed = Editor(model=base if base is not None else model, store=store,
+                            policy="auto" if committer is not None else policy,
                             classifier=clf, max_new_tokens=max_new_tokens)
                 if serac is not None:
                     ed.router.register(serac)  # replaces the router's default SERAC
@@ -204,7 +216,7 @@ def run(
                 fh = partial.open("a", encoding="utf-8")
                 sink = lambda r, fh=fh, m=m: (fh.write(json.dumps(dict(r.to_dict(), mode=m)) + "\n"), fh.flush())  # noqa: E731
             rep = evaluate(factory, cases, mode=m, progress=True, config=dict(config, mode=m), on_result=sink,
-                           store_path=store,
+                           store_path=store, commit=committer,
                            time_budget_s=None if time_budget is None else time_budget * 60 / len(modes))
             rd = rep.to_dict()
             reports[m] = rd

@@ -12,6 +12,13 @@ Each probe is routed with :meth:`Editor.prepare`; the probability test scores
 and the answer is generated with :meth:`Router.run` on that same prepared
 prompt. Locality answers are compared with the bare base model's answer
 (``base.chat([user: question])``, same ``max_new_tokens``).
+
+``commit`` (issue 19) runs the commit-then-ask path: each case's edit is
+written into the weights (``commit(editor, ids)``, e.g. gated ROME commits)
+before its probes are asked, so committed edits answer from the weights route,
+or from the memory where the router's check of the weights' answer fails. The
+bare model's answers that locality is judged against are taken before the
+first commit, from the unedited weights.
 """
 from __future__ import annotations
 
@@ -27,10 +34,13 @@ from .metrics import EvalReport, ProbeResult
 from .scoring import answer_matches
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..commit import CommitReport
     from ..editor import Editor
     from ..store import EditStore
 
 EditorFactory = Callable[["EditStore"], "Editor"]
+#: ``(editor, edit ids) -> CommitReport``: how the commit-then-ask path writes a case's edits into the weights
+Committer = Callable[["Editor", list[int]], "CommitReport"]
 MODES = ("single", "batch")
 
 
@@ -40,7 +50,7 @@ def contains(answer: str, expected: Sequence[str]) -> bool:
 
 
 def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str, own_id: int,
-                 base_cache: dict[str, str]) -> ProbeResult:
+                 base_cache: dict[str, str], verdict_cache: dict[str, bool] | None = None) -> ProbeResult:
     router = editor.router
     prepared = editor.prepare(probe.question, namespace)
     used_ids = set(prepared.edit_ids)
@@ -56,9 +66,9 @@ def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str,
             lp_pos, lp_neg = backend.continuation_logprobs([prepared.messages] * 2, [probe.prob_pos, probe.prob_neg])
             prob_ok = lp_pos > lp_neg
 
-    answer = router.run(prepared)
+    answer = router.run(prepared)  # its route may differ from prepared's: a committed answer that misses falls back
     r = ProbeResult(case_id=case.case_id, source=case.source, kind=probe.kind, question=probe.question,
-                    route=prepared.route, in_scope=probe.in_scope, own_edit_used=own_used, wrong_edits_used=wrong,
+                    route=answer.route, in_scope=probe.in_scope, own_edit_used=own_used, wrong_edits_used=wrong,
                     own_scope_probability=None if own_p is None else round(own_p, 4), answer=answer.text,
                     gen_success=False, prob_success=prob_ok,
                     logprob_pos=None if lp_pos is None else round(lp_pos, 4),
@@ -75,7 +85,8 @@ def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str,
     else:
         if prob_ok is not None:
             r.prob_gt_wins = prob_ok
-            r.prob_success = prob_ok == _bare_verdict(editor, probe, prepared.route, prob_ok)
+            bare = (verdict_cache or {}).get(probe.question)
+            r.prob_success = prob_ok == (bare if bare is not None else _bare_verdict(editor, probe, prepared.route, prob_ok))
         if probe.question not in base_cache:
             base_cache[probe.question] = editor.base.chat([{"role": "user", "content": probe.question}],
                                                           router.max_new_tokens)
@@ -97,7 +108,7 @@ def _bare_verdict(editor: "Editor", probe: Probe, route: str, routed_verdict: bo
 def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], *, mode: str = "single",
              store_path: str | Path | None = None, progress: bool = False,
              config: dict[str, Any] | None = None, time_budget_s: float | None = None,
-             on_result: Callable[[ProbeResult], None] | None = None) -> EvalReport:
+             on_result: Callable[[ProbeResult], None] | None = None, commit: Committer | None = None) -> EvalReport:
     """Evaluate ``cases``; ``editor`` is an Editor or a factory ``(store) -> Editor``.
 
     With a factory the edits go to the store opened from ``store_path`` (a
@@ -108,7 +119,8 @@ def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], 
     ``time_budget_s`` stops before the next case once that much time has
     passed; the report then covers the cases done (``report.cases``, and
     ``config["stopped_early"]``). ``on_result`` sees every probe result as it
-    comes (e.g. to append it to a file).
+    comes (e.g. to append it to a file). ``commit``: see the module docstring;
+    ``config["commits"]`` then counts the edits committed and refused (by gate).
     """
     if mode not in MODES:
         raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
@@ -136,6 +148,10 @@ def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], 
     t_start = time.perf_counter()
     results: list[ProbeResult] = []
     base_cache: dict[str, str] = {}
+    verdict_cache: dict[str, bool] = {}
+    commits: dict[str, Any] = {"edits": 0, "committed": 0, "refused": 0, "refused_by_gate": {}, "seconds": 0.0}
+    if commit is not None:  # judge locality against the unedited weights, before anything is written into them
+        _bare_answers(ed, cases, base_cache, verdict_cache)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -149,6 +165,8 @@ def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], 
 
             stored = ed.store.add_many([replace(c.edit, namespace=ns) for c in cases])
             ids = [int(e.id) for e in stored]  # type: ignore[arg-type]
+            if commit is not None:
+                _commit(ed, commit, ids, commits)
         done = 0
         for i, case in enumerate(cases):
             if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
@@ -159,10 +177,12 @@ def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], 
                 from dataclasses import replace
 
                 own_id = int(ed.store.add(replace(case.edit, namespace=ns)).id)  # type: ignore[arg-type]
+                if commit is not None:
+                    _commit(ed, commit, [own_id], commits)
             else:
                 own_id = ids[i]
             for probe in case.probes:
-                results.append(_score_probe(ed, case, probe, ns, own_id, base_cache))
+                results.append(_score_probe(ed, case, probe, ns, own_id, base_cache, verdict_cache))
                 if on_result is not None:
                     on_result(results[-1])
             done += 1
@@ -178,5 +198,33 @@ def evaluate(editor: Union["Editor", EditorFactory], cases: Sequence[EvalCase], 
     cfg = dict(config or {})
     cfg["stopped_early"] = done < len(cases)
     cfg["cases_requested"] = len(cases)
+    if commit is not None:
+        cfg["commits"] = dict(commits, seconds=round(commits["seconds"], 1))
     return EvalReport(mode=mode, config=cfg, results=results, cases=done,
                       seconds=time.perf_counter() - t_start)
+
+
+def _bare_answers(editor: "Editor", cases: Sequence[EvalCase], answers: dict[str, str],
+                  verdicts: dict[str, bool]) -> None:
+    """The unedited model's answer (and preference, where the probe has one) for every out-of-scope probe."""
+    for case in cases:
+        for probe in case.probes:
+            if probe.in_scope or probe.question in answers:
+                continue
+            answers[probe.question] = editor.base.chat([{"role": "user", "content": probe.question}],
+                                                       editor.router.max_new_tokens)
+            if (probe.prob_pos and probe.prob_neg and probe.prob_pos.casefold() != probe.prob_neg.casefold()
+                    and getattr(editor.base, "supports_logprobs", False)):
+                verdicts[probe.question] = _bare_verdict(editor, probe, "weights", False)
+
+
+def _commit(editor: "Editor", commit: Committer, ids: list[int], tally: dict[str, Any]) -> None:
+    """Commit ``ids`` and count what landed and which gates refused the rest."""
+    report = commit(editor, ids)
+    tally["edits"] += len(ids)
+    tally["committed"] += len(report.committed_edits)
+    tally["seconds"] += report.seconds
+    for refusal in report.refused:
+        tally["refused"] += len(refusal.get("edits") or [None])
+        for gate in refusal.get("failed") or ["error"]:
+            tally["refused_by_gate"][gate] = tally["refused_by_gate"].get(gate, 0) + 1
