@@ -68,6 +68,8 @@ def _rate(xs: Iterable[bool | None]) -> float | None:
 
 
 def scope_counts(results: Sequence[ProbeResult]) -> dict[str, Any]:
+    """Scope decisions as precision / recall over the edits each answer used: the in-scope ones, and any a
+    multi-hop answer's hops reached (a chain through an edited fact the question does not name)."""
     tp = sum(1 for r in results if r.in_scope and r.own_edit_used)
     fn = sum(1 for r in results if r.in_scope and not r.own_edit_used)
     fp = sum(1 for r in results if (not r.in_scope and (r.own_edit_used or r.wrong_edits_used))

@@ -53,9 +53,6 @@ def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str,
                  base_cache: dict[str, str], verdict_cache: dict[str, bool] | None = None) -> ProbeResult:
     router = editor.router
     prepared = editor.prepare(probe.question, namespace)
-    used_ids = set(prepared.edit_ids)
-    own_used = own_id in used_ids
-    wrong = len(used_ids - {own_id})
     own_p = next((u.scope_probability for u in prepared.used + prepared.candidates if u.edit.id == own_id), None)
 
     lp_pos = lp_neg = None
@@ -67,6 +64,10 @@ def _score_probe(editor: "Editor", case: EvalCase, probe: Probe, namespace: str,
             prob_ok = lp_pos > lp_neg
 
     answer = router.run(prepared)  # its route may differ from prepared's: a committed answer that misses falls back
+    # the edits the answer used: those in scope, and any MeLLo's hops reached (a chain through an edited fact)
+    used_ids = {int(u.edit.id) for u in answer.used if u.edit.id is not None}
+    own_used = own_id in used_ids
+    wrong = len(used_ids - {own_id})
     r = ProbeResult(case_id=case.case_id, source=case.source, kind=probe.kind, question=probe.question,
                     route=answer.route, in_scope=probe.in_scope, own_edit_used=own_used, wrong_edits_used=wrong,
                     own_scope_probability=None if own_p is None else round(own_p, 4), answer=answer.text,
