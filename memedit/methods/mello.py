@@ -388,6 +388,8 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
     hop 1: Who founded X?
       tentative answer: A
       edit #3 contradicts it -> B
+    >>> print(format_trace([{"step": "chain-check", "reached_edit": False, "why": "no hop reached a stored edit"}]))
+    chain-check: no hop reached a stored edit
     """
     lines = []
     for step in trace:
@@ -424,4 +426,6 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
                 lines.append(f"  {d.get('kind')}: {d.get('fact')!r} -> {d.get('answer')!r}")
         elif kind == "serac-echo":
             lines.append(f"SERAC's adapter echoed the question ({step.get('adapter_answer')!r}); asked again prompted")
+        elif step.get("why"):  # the router's own checks (weights-check, chain-check) say why in one line
+            lines.append(f"{kind}: {step['why']}")
     return "\n".join(lines)
