@@ -28,7 +28,7 @@ from rich.table import Table
 from .cli_common import StoreOpt, cli_errors as _errors
 from .cli_lazy import LazyGroup
 from .config import DEFAULT_NAMESPACE, default_store_path
-from .errors import NotFoundError, ValidationError
+from .errors import MemeditError, NotFoundError, ValidationError
 
 app = typer.Typer(help="memedit: correct what a language model knows, keep and audit every correction.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=LazyGroup)
@@ -233,15 +233,31 @@ def history(edit_id: Annotated[int, typer.Argument(help="The edit's id.")], stor
     """Show every event about an edit, oldest first, with its chain hash."""
     with _open(store, as_json, create=False) as s:
         events = s.history(edit_id)
+        reading = None if as_json else _reading(s, edit_id)
     if as_json:
         _emit([e.to_dict() for e in events])
         return
+    if reading:  # a statement read as (subject, relation, object) (issue 20): what MeLLo's hops see
+        line = (f"read as: {reading['subject']} -[{reading['label']} ({reading['relation']})]-> {reading['object']}"
+                f"  (from {reading['template']!r}, score {float(reading.get('score', 0)):.2f})")
+        console.print(escape(line), highlight=False)
     table = Table()
     for col in ("seq", "time", "event", "actor", "details", "hash"):
         table.add_column(col, overflow="fold")
     for e in events:
         table.add_row(str(e.seq), e.ts[:19], e.kind, escape(e.actor or ""), escape(json.dumps(e.payload)), e.hash[:12])
     console.print(table)
+
+
+def _reading(s: Any, edit_id: int) -> dict[str, Any] | None:
+    """The edit's recorded (subject, relation, object) reading, if it has one (a forgotten edit has none)."""
+    try:
+        meta = s.get(edit_id).meta
+    except MemeditError:
+        return None
+    reading = meta.get("triple") if isinstance(meta, dict) else None
+    needed = ("subject", "label", "relation", "object", "template")
+    return reading if isinstance(reading, dict) and all(isinstance(reading.get(k), str) for k in needed) else None
 
 
 @app.command()

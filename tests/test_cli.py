@@ -404,3 +404,14 @@ def test_default_store_comes_from_env(env):
     assert res.exit_code == 0, res.output
     assert (env / "env-default.db").exists() and not (env / "stores").exists()
     assert js("list")["total"] == 1
+
+
+def test_history_shows_how_a_statement_was_read(db):
+    ok("add", "Ada Lovelace holds citizenship in Kenya.", store=db)
+    ok("add", "The discount is 100% today.", store=db)
+    out = ok("history", "1", store=db).stdout
+    assert "read as: Ada Lovelace -[country of citizenship (P27)]-> Kenya" in out
+    assert "read as" not in ok("history", "2", store=db).stdout  # free text has no reading
+    assert isinstance(js("history", "1", store=db), list)  # the JSON stays the list of events
+    ok("forget", "1", "--yes", store=db)
+    assert "read as" not in ok("history", "1", store=db).stdout  # forgetting erased the reading with the content
