@@ -411,8 +411,12 @@ def concreteness(statement: str) -> Verdict:
     predicate = [w for w in _words(predicate_text) if w not in _FILLER]
     judged = [w for w in predicate if w not in _JOINERS]
     # "bad", "better than the original", "terrible, not great": a judgement, maybe compared with something
-    only_judgement = bool(judged) and (all(w in _OPINION for w in judged)
-                                       or judged[0] in _OPINION and len(predicate) > 1 and predicate[1] == "than")
+    # ... unless the subject is a relation of something and the value is written as a name: "The place of death of
+    # X is Nice." names the city ("The movie is Great." stays a judgement)
+    named = ({w.casefold() for w in re.findall(r"[\w'-]+", predicate_text) if w[:1].isupper()}
+             if re.search(r"\s(?:of|in|for)\s", subject_text) else set())
+    only_judgement = bool(judged) and not named & set(judged) and (
+        all(w in _OPINION for w in judged) or judged[0] in _OPINION and len(predicate) > 1 and predicate[1] == "than")
     if verb in ("sucks", "suck", "rocks", "rock") or only_judgement:
         return _refuse("opinion", f"{' '.join(predicate_text.split()).rstrip('.!') or verb!r} is a judgement, not "
                                   f"a fact the model could answer with")
