@@ -106,6 +106,8 @@ def test_a_bad_catalogue_file_is_refused(tmp_path: Path) -> None:
      ["P17", "P30"]),
     # the clause's hop must yield the type named for it: "belongs" read as citizenship, not ownership
     ("What is the capital of the country to which Roger Federer belongs?", "Roger Federer", ["P27", "P36"]),
+    # two relations' words side by side are two hops, not one coordinated relation
+    ("Where was Angela Merkel's spouse born?", "Angela Merkel", ["P26", "P19"]),
 ])
 def test_decomposition_of_two_hop_questions(decomposer: Decomposer, question: str, entity: str,
                                             chain: list[str]) -> None:

@@ -274,7 +274,10 @@ class Decomposer:
                 lo, hi = (k.span[1], m.span[0]) if k.span[1] <= m.span[0] else (m.span[1], k.span[0])
                 gap = [t.text.casefold() for t in toks[lo:hi]]
                 coord = {"or", "and", "and/or", "/"}
-                if hi >= lo and (not gap or (gap[-1] in coord and len(gap) <= 3)):  # "a, b, or c"
+                # no word between: coordinated only if punctuation separates them ("speak, write"), not when one
+                # relation's word runs straight into the next's ("X's spouse born", "the father ... died")
+                punctuated = 0 < lo < len(toks) and toks[lo].start - toks[lo - 1].end > 1
+                if hi >= lo and ((not gap and punctuated) or (gap and gap[-1] in coord and len(gap) <= 3)):
                     joined = True
                     break
             if not joined:
