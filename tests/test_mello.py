@@ -108,6 +108,9 @@ def test_a_bad_catalogue_file_is_refused(tmp_path: Path) -> None:
     ("What is the capital of the country to which Roger Federer belongs?", "Roger Federer", ["P27", "P36"]),
     # two relations' words side by side are two hops, not one coordinated relation
     ("Where was Angela Merkel's spouse born?", "Angela Merkel", ["P26", "P19"]),
+    # relations beyond MQuAKE's (catalogue v2 additions)
+    ("What did the author of Hamlet die of?", "Hamlet", ["P50", "P509"]),
+    ("In which war did the spouse of Angela Merkel fight?", "Angela Merkel", ["P26", "P607"]),
 ])
 def test_decomposition_of_two_hop_questions(decomposer: Decomposer, question: str, entity: str,
                                             chain: list[str]) -> None:
