@@ -111,6 +111,9 @@ def test_a_bad_catalogue_file_is_refused(tmp_path: Path) -> None:
     # relations beyond MQuAKE's (catalogue v2 additions)
     ("What did the author of Hamlet die of?", "Hamlet", ["P50", "P509"]),
     ("In which war did the spouse of Angela Merkel fight?", "Angela Merkel", ["P26", "P607"]),
+    ("What was the date of death of the father of Ada Lovelace?", "Ada Lovelace", ["P22", "P570"]),
+    # an upper-case title before "of" is a relation, not part of the name
+    ("Where was the CEO of Acme Corporation born?", "Acme Corporation", ["P169", "P19"]),
 ])
 def test_decomposition_of_two_hop_questions(decomposer: Decomposer, question: str, entity: str,
                                             chain: list[str]) -> None:

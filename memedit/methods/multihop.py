@@ -194,8 +194,11 @@ class Decomposer:
                         j += 2
                     else:
                         break
-                text = question[toks[i].start:toks[j - 1].end]
-                found.append((len(text), 0, text, "capitalised", (i, j)))
+                # "the CEO of Lego": an upper-case title before "of" is a relation, the name starts after it
+                k = i + 2 if (j - i >= 3 and toks[i].text.isupper() and toks[i].text.isalpha()
+                              and toks[i + 1].text.casefold() == "of") else i
+                text = question[toks[k].start:toks[j - 1].end]
+                found.append((len(text), 0, text, "capitalised", (k, j)))
                 i = j
             else:
                 i += 1
