@@ -846,24 +846,24 @@ class FactIndex:
             return out
 
     def _relation_id(self, e: Edit) -> str | None:
+        found = self._relation_of(e)
+        return found[0] if found is not None else None
+
+    def _relation_of(self, e: Edit) -> tuple[str, float] | None:
+        """(relation id, how sure) a fact edit states: a statement typed in chat carries its reading
+        (memedit.triples); otherwise its prompt is matched, above :data:`EDIT_RELATION_THRESHOLD`."""
         reading = e.meta.get("triple") if isinstance(e.meta, dict) else None
         if isinstance(reading, dict) and isinstance(reading.get("relation"), str):
-            return reading["relation"]
+            return reading["relation"], float(reading.get("score", 1.0))
         rel, score = self.catalogue.relation_of_template(e.prompt or "")
-        return rel.id if score >= EDIT_RELATION_THRESHOLD else None
+        return (rel.id, score) if score >= EDIT_RELATION_THRESHOLD else None
 
     def _about(self, edits: Iterable[Edit], relation: Relation) -> list[tuple[Edit, float]]:
         out = []
         for e in edits:
-            # a statement typed in chat carries its reading (memedit.triples): the relation it was read as
-            reading = e.meta.get("triple") if isinstance(e.meta, dict) else None
-            if isinstance(reading, dict) and isinstance(reading.get("relation"), str):
-                if reading["relation"] == relation.id:
-                    out.append((e, float(reading.get("score", 1.0))))
-                continue
-            rel, score = self.catalogue.relation_of_template(e.prompt or "")
-            if rel.id == relation.id and score >= EDIT_RELATION_THRESHOLD:
-                out.append((e, score))
+            found = self._relation_of(e)
+            if found is not None and found[0] == relation.id:
+                out.append((e, found[1]))
         out.sort(key=lambda t: -(t[0].id or 0))
         return out
 
