@@ -8,6 +8,9 @@
   :func:`cache_dir`: ``$MEMEDIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/memedit``,
   else ``~/.cache/memedit``. Never inside the installed package.
 * Stores default to ``./stores/default.db`` (``$MEMEDIT_STORE`` overrides).
+* The embedder runs in NumPy on the CPU unless ``$MEMEDIT_EMBEDDER_BACKEND``
+  says ``sentence-transformers`` (faster in a process that already holds torch
+  and embeds a lot; see :class:`memedit.embeddings.Embedder`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The CLI answers at once: each command, in a fresh process, loads only what it needs (issue 14).
 
 `list`, `show`, `history`, `verify`, `export`, `namespaces`, `tokens list` and `ledger list` load no model and no
-embedder; `add`, `search` and `forget` no language model; `commit` and `ledger revert` check their ids and the
+embedder; `add`, `search` and `forget` no language model (and `add` / `search` no torch: the packaged embedder
+runs on NumPy); `commit` and `ledger revert` check their ids and the
 store before anything of a model loads. What a process imported is the honest, untimed measure (timings are in
 benchmarks/bench_cli.py and docs/BENCHMARKS.md).
 """
@@ -75,6 +76,14 @@ def test_forget_loads_no_embedder_and_search_no_model(store, tmp_path):
     assert code == 0 and not _has(modules, EMBEDDER + MODEL), _has(modules, EMBEDDER + MODEL)
     code, modules = loaded(tmp_path, "search", "Who runs Globex?", "--store", str(store))
     assert code == 0 and _has(modules, EMBEDDER) and not _has(modules, MODEL[:4]), _has(modules, MODEL)
+
+
+def test_add_and_search_embed_without_torch(store, tmp_path):
+    """The packaged embedder runs on NumPy, so the commands that embed one sentence import no torch at all."""
+    heavy = ("torch", "transformers", "sentence_transformers", "sklearn")
+    for args in (["add", "The CFO of Initech is Bill Lumbergh."], ["search", "Who is Initech's CFO?"]):
+        code, modules = loaded(tmp_path, *args, "--store", str(store))
+        assert code == 0 and "memedit.bert_numpy" in modules and not _has(modules, heavy), _has(modules, heavy)
 
 
 @pytest.mark.parametrize("args,code", [

@@ -21,7 +21,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from memedit.edits import Edit
-from memedit.embeddings import _LeanBert
+from memedit.embeddings import Embedder, _LeanBert
 from memedit.errors import NotFoundError
 from memedit.fact_match import pair_texts
 from memedit.route import Router
@@ -97,16 +97,25 @@ def _router(store: EditStore, classifier: ScopeClassifier) -> Router:
     return Router(store, FakeListChatModel(responses=["unused"]), classifier=classifier, policy="ike", mello=False)
 
 
+@pytest.fixture(scope="module")
+def st_embedder() -> Embedder:
+    """The packaged MiniLM through sentence-transformers (the backend GPU users get), whose one-text path is tested."""
+    return Embedder.shared(backend="sentence-transformers")
+
+
 def _st_encode(embedder, texts: list[str]) -> np.ndarray:
-    """The straightforward embedding: sentence-transformers' own ``encode``, as the store uses for batches."""
+    """The straightforward embedding: sentence-transformers' own ``encode`` where that is the backend, else the
+    embedder's batch path (the NumPy backend has no separate one-text path)."""
+    if embedder.backend != "sentence-transformers":
+        return embedder.encode(list(texts))
     return np.asarray(embedder._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True),
                       dtype=np.float32)
 
 
 # ---- the embedder's one-text path -------------------------------------------------------------------
 
-def test_one_text_encode_is_bit_identical_to_sentence_transformers(embedder, corpus) -> None:
-    edits, questions = corpus
+def test_one_text_encode_is_bit_identical_to_sentence_transformers(st_embedder, corpus) -> None:
+    embedder, (edits, questions) = st_embedder, corpus
     texts = questions[:25] + [t for e in edits[:10] for t in e.search_texts()] + [
         "x", "?", "   padded   ", "Ünïcode — 東京 is where?", "1999 or 2000",
         "Where does Carl Sagan work? " * 60,  # longer than the model's 256 tokens: truncated alike
@@ -120,7 +129,8 @@ def test_one_text_encode_is_bit_identical_to_sentence_transformers(embedder, cor
     assert isinstance(embedder._lean, _LeanBert), "the lean BERT forward is off for the packaged embedder"
 
 
-def test_lean_forward_declines_what_it_does_not_reproduce(embedder) -> None:
+def test_lean_forward_declines_what_it_does_not_reproduce(st_embedder) -> None:
+    embedder = st_embedder
     embedder.encode(["warm"])
     lean = embedder._lean
     assert isinstance(lean, _LeanBert)
@@ -132,7 +142,9 @@ def test_lean_forward_declines_what_it_does_not_reproduce(embedder) -> None:
     assert lean.sentence_embedding(one) is not None
 
 
-def test_a_lean_forward_that_disagrees_is_turned_off(embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lean_forward_that_disagrees_is_turned_off(st_embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = st_embedder
+
     class Drifting(_LeanBert):
         def sentence_embedding(self, features):
             out = super().sentence_embedding(features)
