@@ -239,6 +239,26 @@ def answer_payload(answer: Any) -> dict[str, Any]:
     }
 
 
+def prepare_or_none(editor: Any, question: str, namespace: str, *, k: int | None = None) -> Any:
+    """The editor's routing decision for ``question``, or None for a namespace that does not exist yet.
+
+    A user who never corrected anything has no namespace; asking a question must not create one
+    (nor fail), it simply has no edits in scope.
+    """
+    try:
+        editor.store.require_namespace(namespace)
+    except NotFoundError:
+        return None
+    return editor.prepare(question, namespace=namespace, k=k)
+
+
+def base_payload(namespace: str, prepared: Any = None) -> dict[str, Any]:
+    """The payload of a turn the base model answered (no edit in scope)."""
+    timings = dict(getattr(prepared, "timings_ms", None) or {})
+    return {"route": "base", "namespace": namespace, "edit_ids": [], "scores": [], "similarities": [],
+            "matched": [], "timings_ms": timings}
+
+
 class ChatSession:
     """A terminal-style chat over an :class:`~memedit.editor.Editor`, one namespace.
 

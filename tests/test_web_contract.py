@@ -38,7 +38,7 @@ def test_the_schema_declares_bearer_auth_on_every_operation(api):
         "type": "http", "scheme": "bearer", "description": schema["components"]["securitySchemes"]["bearerAuth"][
             "description"]}
     ops = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
-    assert len(ops) == 15
+    assert len(ops) == 17  # 15 under /api, and the OpenAI-compatible /v1/models and /v1/chat/completions
     for path, method, op in ops:
         assert {"bearerAuth": []} in op["security"], (path, method)
         assert ({} in op["security"]) == (path == "/api/namespaces"), (path, method)  # no public namespaces here
@@ -50,6 +50,12 @@ def test_every_operation_documents_its_error_statuses_with_the_error_model(api):
     for path, item in schema["paths"].items():
         for method, op in item.items():
             codes = {int(c) for c in op["responses"] if c != "default"}
+            if path.startswith("/v1/"):  # OpenAI's contract: its error object, every status an OpenAI client knows
+                assert {400, 401, 403, 404, 413, 422, 429, 503} <= codes, (path, method, sorted(codes))
+                for code in codes - {200}:
+                    ref = op["responses"][str(code)]["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/OpenAIErrorOut"), (path, method, code)
+                continue
             want = BASE | ({409} if method == "post" else set()) | ({429} if path == "/api/edits" and method == "post"
                                                                       else set())
             assert want <= codes, (path, method, sorted(codes))

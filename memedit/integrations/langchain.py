@@ -68,7 +68,8 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from ..chat import acknowledgement, answer_payload, capture, chat_policy, check_correction_status, refusal
+from ..chat import (acknowledgement, answer_payload, base_payload, capture, chat_policy, check_correction_status,
+                    prepare_or_none, refusal)
 from ..config import DEFAULT_NAMESPACE
 from ..corrections import DEFAULT_MIN_CONFIDENCE
 from ..edits import NAMESPACE_RE, validate_namespace
@@ -501,23 +502,8 @@ def in_scope_edits(editor: Any, question: str, namespace: str, *, k: int | None 
     return list(prepared.used) if prepared is not None else []
 
 
-def _prepare(editor: Any, question: str, namespace: str, *, k: int | None = None) -> Any:
-    """The editor's routing decision, or None for a namespace that does not exist yet.
-
-    A user who never corrected anything has no namespace; asking a question must not create one
-    (nor fail), it simply has no edits in scope.
-    """
-    try:
-        editor.store.require_namespace(namespace)
-    except NotFoundError:
-        return None
-    return editor.prepare(question, namespace=namespace, k=k)
-
-
-def _base_payload(namespace: str, prepared: Any = None) -> dict[str, Any]:
-    timings = dict(getattr(prepared, "timings_ms", None) or {})
-    return {"route": "base", "namespace": namespace, "edit_ids": [], "scores": [], "similarities": [],
-            "matched": [], "timings_ms": timings}
+_prepare = prepare_or_none
+_base_payload = base_payload
 
 
 def _document(used: Any) -> Document:

@@ -33,7 +33,9 @@ from .api import AuthError
 from .api import router as api_router
 from .auth import Sessions, TokenFile, open_tokens
 from .contract import install_docs, install_openapi
-from .guard import MAX_BODY_BYTES, RequestGuard, auth_response
+from .guard import MAX_BODY_BYTES, RequestGuard, auth_response, error_response
+from .openai_api import ChatService, OpenAIError
+from .openai_api import router as openai_router
 from .pages import router as pages_router
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,13 @@ class AppState:
     secure_cookies: bool = False
     #: new edits per token (and per browser address) in each namespace's window (see ``api.add_edit``)
     rate: SlidingWindow = field(default_factory=SlidingWindow)
+    #: the model answering ``/v1/chat/completions`` (None: the endpoint answers 503)
+    chat: ChatService | None = None
 
 
 def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | NamespacePolicy | None = None,
                public_read: Iterable[str] = (), secure_cookies: bool = False,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, chat: ChatService | None = None) -> FastAPI:
     """The app over ``store``.
 
     ``tokens``: the tokens (default: :func:`~memedit.web.auth.open_tokens`,
@@ -67,7 +71,9 @@ def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | 
     ``secure_cookies``: mark cookies Secure (serve behind HTTPS).
     ``max_body_bytes``: larger request bodies get 413 unread
     (:mod:`memedit.web.guard`, which also checks an API write's token
-    before its body is read).
+    before its body is read). ``chat``: the model behind the OpenAI-compatible
+    ``/v1/chat/completions`` (:mod:`memedit.web.openai_api`); without it that
+    endpoint answers 503.
     """
     if tokens is None:
         tokens, secret = open_tokens(store)
@@ -78,8 +84,9 @@ def create_app(store: Any, tokens: TokenFile | None = None, *, policy: Policy | 
     app = FastAPI(title="memedit audit", version=__version__, docs_url=None, redoc_url=None,
                   description="Audit, approve and forget the edits in a memedit store.")
     app.state.memedit = AppState(store=store, tokens=tokens, policy=policy, public_read=frozenset(public_read),
-                                 secure_cookies=secure_cookies)
+                                 secure_cookies=secure_cookies, chat=chat)
     app.include_router(api_router)
+    app.include_router(openai_router)
     app.include_router(pages_router)
     install_openapi(app, public_read=bool(app.state.memedit.public_read))
     install_docs(app)  # Swagger UI from a package: /docs works offline
@@ -108,27 +115,32 @@ _STATUS = ((RateLimitedError, 429), (ValidationError, 422), (NotFoundError, 404)
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def _auth(request: Request, exc: AuthError) -> JSONResponse:
-        return auth_response(exc)
+        return auth_response(exc, request.url.path)
+
+    @app.exception_handler(OpenAIError)
+    async def _openai(request: Request, exc: OpenAIError) -> JSONResponse:
+        body = {"error": {"message": str(exc), "type": exc.type, "param": exc.param, "code": exc.code}}
+        return JSONResponse(body, status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # an unknown path, a wrong method, a body FastAPI could not read: the same error model as the rest
-        return JSONResponse({"error": str(exc.detail), "type": "HTTPError"}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return error_response(request.url.path, exc.status_code, str(exc.detail), "HTTPError",
+                              getattr(exc, "headers", None))
 
     @app.exception_handler(sqlite3.Error)
     async def _database(request: Request, exc: sqlite3.Error) -> JSONResponse:
         log.error("store error on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"error": str(as_store_error(exc)), "type": "StoreError"}, status_code=503)
+        return error_response(request.url.path, 503, str(as_store_error(exc)), "StoreError")
 
     @app.exception_handler(MemeditError)
     async def _memedit(request: Request, exc: MemeditError) -> JSONResponse:
         status = next((code for t, code in _STATUS if isinstance(exc, t)), 400)
         headers = {"Retry-After": str(max(1, int(exc.retry_after)))} if isinstance(exc, RateLimitedError) else None
-        return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status_code=status, headers=headers)
+        return error_response(request.url.path, status, str(exc), type(exc).__name__, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
-        return JSONResponse({"error": f"bad request: {problems}", "type": "ValidationError",
-                             "detail": jsonable_encoder(exc.errors())}, status_code=422)
+        return error_response(request.url.path, 422, f"bad request: {problems}", "ValidationError",
+                              detail=jsonable_encoder(exc.errors()))

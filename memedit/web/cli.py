@@ -78,9 +78,14 @@ def serve(
     public_read: Annotated[Optional[list[str]], typer.Option(help="Namespace anyone may read without a token (repeatable).")] = None,
     secure_cookies: Annotated[bool, typer.Option(help="Mark cookies Secure (when served behind HTTPS).")] = False,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Larger request bodies get 413, unread.")] = 1_000_000,
+    model: Annotated[Optional[str], typer.Option(help="Answer chat apps at /v1/chat/completions (OpenAI-compatible) with this model: a packaged name or a local model directory. Without it /v1 answers 503.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="With --model: the longest answer, in tokens.")] = None,
+    device: Annotated[str, typer.Option(help="With --model: cpu, cuda, cuda:1, mps ...")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="With --model: float32, bfloat16 or float16.")] = "float32",
     store: StoreOpt = None, tokens: TokensOpt = None,
 ) -> None:
-    """Serve the audit page (/ui/) and the HTTP API (/api, schema at /openapi.json)."""
+    """Serve the audit page (/ui/), the HTTP API (/api, schema at /openapi.json) and, with --model, an
+    OpenAI-compatible chat endpoint (/v1/chat/completions) whose API keys are memedit tokens."""
     try:
         import uvicorn
 
@@ -97,13 +102,23 @@ def serve(
         s = open_store(store)
         token_file, secret = open_tokens(s, tokens)
         policy = Policy.from_file(s, policy_file) if policy_file else Policy(s, default=rules)
+        chat = None
+        if model is not None:
+            from ..editor import Editor
+            from .openai_api import ChatService
+
+            # the model loads on the first question; a bad name or device fails here
+            chat = ChatService(Editor(model=model, store=s, max_new_tokens=max_new_tokens, device=device, dtype=dtype),
+                               model_id=model)
     if secret:
         typer.echo(f"Created the admin token (all namespaces, read and write). It is shown only now:\n\n  {secret}\n\n"
                    f"Stored hashed in {token_file.where}. Sign in at http://{host}:{port}/ui/login")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can try tokens; use HTTPS in front", host)
     app_ = create_app(s, tokens=token_file, policy=policy, public_read=public_read or (), secure_cookies=secure_cookies,
-                      max_body_bytes=max_body_bytes)
+                      max_body_bytes=max_body_bytes, chat=chat)
+    if chat is not None:
+        typer.echo(f"OpenAI-compatible chat endpoint: http://{host}:{port}/v1 (model {model!r}; API key: a memedit token)")
     try:
         uvicorn.run(app_, host=host, port=port, log_level="info")
     finally:

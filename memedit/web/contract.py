@@ -35,12 +35,13 @@ class ErrorOut(BaseModel):
     detail: Optional[list[Any]] = None
 
 
-def _errors(**codes: str) -> dict[int | str, dict[str, Any]]:
-    return {int(code[1:]): {"model": ErrorOut, "description": text} for code, text in codes.items()}
+def error_responses(model: type[BaseModel] = ErrorOut, **codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses ``{status: {model, description}}`` from ``s404="why"`` keywords, with ``model`` as the body."""
+    return {int(code[1:]): {"model": model, "description": text} for code, text in codes.items()}
 
 
 #: statuses any API operation may answer with
-COMMON = _errors(
+COMMON = error_responses(
     s400="the request was refused (a memedit error without a more specific status)",
     s401="no token, or an unknown or revoked one (WWW-Authenticate: Bearer)",
     s403="the token may not read or change this namespace, or a session request lacks its CSRF header",
@@ -50,9 +51,9 @@ COMMON = _errors(
     s503="the store could not complete the operation (busy, damaged or unreachable); nothing changed",
 )
 #: statuses of the operations that change state, in addition to :data:`COMMON`
-WRITE = _errors(s409="the edit's state does not allow it (e.g. approving an edit that is not pending)")
+WRITE = error_responses(s409="the edit's state does not allow it (e.g. approving an edit that is not pending)")
 #: statuses of adding an edit, in addition to :data:`COMMON` and :data:`WRITE`
-ADD = _errors(s429="too many new edits from this token (and browser address) in the namespace's window; "
+ADD = error_responses(s429="too many new edits from this token (and browser address) in the namespace's window; "
                    "see Retry-After")
 #: the export's body: JSON lines, not JSON
 NDJSON = {200: {"description": "one JSON object per line: a header, then one edit per line",

@@ -9,12 +9,13 @@ parses anything:
 * a body over ``max_body_bytes`` is answered 413 from its ``Content-Length``
   alone, unread; a body sent without a length (chunked) is read only up to
   the limit, then refused the same way;
-* a state-changing request to ``/api`` must carry a valid token (or a
+* a state-changing request to ``/api`` or ``/v1`` must carry a valid token (or a
   session with its CSRF header) before its body is read at all, so an
   anonymous client cannot make the server read, buffer or parse anything
   (a 200 MB anonymous POST costs a header check).
 
-Both answers use the API's error model: ``{"error": message, "type": name}``.
+Both answers use the API's error model, ``{"error": message, "type": name}``, or
+OpenAI's under ``/v1`` (:mod:`memedit.web.openai_api`).
 """
 from __future__ import annotations
 
@@ -37,15 +38,32 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def auth_response(exc: AuthError) -> JSONResponse:
+def openai_path(path: str) -> bool:
+    """Paths answered in OpenAI's error shape (:mod:`memedit.web.openai_api`)."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def error_response(path: str, status: int, message: str, type_: str,
+                   headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """An error in the API's model, or in OpenAI's under ``/v1`` (its type in OpenAI's words)."""
+    if openai_path(path):
+        kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                413: "invalid_request_error", 429: "rate_limit_error"}.get(status)
+        kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
+        body = {"error": {"message": message, "type": kind, "param": None, "code": type_}}
+        return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse({"error": message, "type": type_, **extra}, status_code=status, headers=headers)
+
+
+def auth_response(exc: AuthError, path: str = "") -> JSONResponse:
     """The API's answer to an :class:`~memedit.web.api.AuthError` (401 says how to authenticate)."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse({"error": str(exc), "type": "AuthError"}, status_code=exc.status, headers=headers)
+    return error_response(path, exc.status, str(exc), "AuthError", headers)
 
 
-def too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"error": f"the request body is larger than the server's limit of {limit} bytes",
-                         "type": "PayloadTooLarge"}, status_code=413, headers={"Connection": "close"})
+def too_large(limit: int, path: str = "") -> JSONResponse:
+    return error_response(path, 413, f"the request body is larger than the server's limit of {limit} bytes",
+                          "PayloadTooLarge", {"Connection": "close"})
 
 
 class RequestGuard:
@@ -62,20 +80,21 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         length = _content_length(scope)
+        path = scope["path"]
         if length is not None and length > self.limit:
-            await too_large(self.limit)(scope, receive, send)
+            await too_large(self.limit, path)(scope, receive, send)
             return
-        if scope["path"].startswith("/api/"):
+        if path.startswith("/api/") or openai_path(path):
             try:
                 if caller(Request(scope)) is None:
                     raise AuthError(401, "a token is required to change anything (Authorization: Bearer <token>)")
             except AuthError as exc:
-                await auth_response(exc)(scope, receive, send)
+                await auth_response(exc, path)(scope, receive, send)
                 return
         if length is None:  # no length given: read up to the limit, then hand the body on
             messages = await self._read_capped(receive)
             if messages is None:
-                await too_large(self.limit)(scope, receive, send)
+                await too_large(self.limit, path)(scope, receive, send)
                 return
             receive = _replay(messages, receive)
         await self.app(scope, receive, send)

@@ -1,0 +1,291 @@
+"""An OpenAI-compatible chat endpoint: put memedit in front of any chat app that speaks the OpenAI API.
+
+>>> from openai import OpenAI                                                          # doctest: +SKIP
+>>> client = OpenAI(base_url="http://127.0.0.1:8765/v1", api_key=MEMEDIT_TOKEN)       # doctest: +SKIP
+>>> client.chat.completions.create(model="smollm2-135m-instruct", messages=[
+...     {"role": "user", "content": "Actually, the CEO of Acme is Jane Roe."}]).choices[0].message.content
+'Noted: "The CEO of Acme is Jane Roe." (edit 1, active)'                               # doctest: +SKIP
+
+``memedit serve --model NAME`` mounts ``POST /v1/chat/completions`` (plain
+JSON, or server-sent events with ``"stream": true``) and ``GET /v1/models``.
+The API key is a memedit token (``memedit tokens add``): the namespace it
+covers holds the conversation's corrections (a token over several
+namespaces, or an admin token, names one in the ``X-Memedit-Namespace``
+header; an admin token without it uses ``default``).
+
+Each request is one chat turn, as in ``memedit chat``: the last message must
+come from the user. A correction ("Actually, X is Y.") goes through the same
+door as every other edit (:func:`memedit.chat.capture`, the server's
+:class:`~memedit.policy.Policy`: safety check, namespace rules, rate limit)
+and the reply acknowledges it or says why it was refused; any other message
+goes through the editor's scope decision: with no edit in scope the model
+answers the conversation as the app sent it (system prompt and history
+included, as it would without memedit); with one in scope the routed answer
+(SERAC, IKE, MeLLo, the weights) is about the user's message alone, as in
+``memedit chat``.
+Every completion carries a ``memedit`` field: the route, the namespace and
+the edits used (or the stored correction).
+
+Limits, each refused with 400 rather than silently ignored: one choice
+(``n`` = 1), no tools or functions, no log-probabilities, no JSON response
+format. Streaming sends the finished answer in word-sized chunks (the model
+does not stream tokens yet). Generation length is the server's
+(``--max-new-tokens``); a request's ``max_tokens`` is accepted and not
+applied. Errors use OpenAI's shape, ``{"error": {"message", "type", "param",
+"code"}}``, so OpenAI clients raise their usual exceptions.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal, Optional, Union
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..chat import acknowledgement, answer_payload, base_payload, capture, prepare_or_none, refusal
+from ..corrections import detect_correction
+from ..edits import validate_namespace
+from ..errors import ValidationError
+from ..safety import RefusedEditError
+from .api import AuthError, caller
+from .contract import error_responses
+
+PREFIX = "/v1"
+NAMESPACE_HEADER = "X-Memedit-Namespace"
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: Optional[str] = None
+
+
+class OpenAIErrorOut(BaseModel):
+    """Every error under ``/v1``: OpenAI's error object."""
+
+    error: OpenAIErrorBody
+
+
+ERRORS = error_responses(
+    OpenAIErrorOut,
+    s400="a request memedit's endpoint does not serve (n > 1, tools, log-probabilities, JSON format, "
+         "a last message that is not the user's)",
+    s401="no API key, or not a valid memedit token",
+    s403="the token may not use this namespace",
+    s404="no such model (GET /v1/models lists the one served), or no such namespace",
+    s413="the request body is over the server's limit; it was not read",
+    s422="a malformed request body",
+    s429="too many corrections from this token in the namespace's window; see Retry-After",
+    s503="this server answers no questions (started without --model), or the store is unavailable",
+)
+router = APIRouter(prefix=PREFIX, responses=ERRORS, tags=["OpenAI-compatible"])
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", *,
+                 param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.type, self.param, self.code = status, type_, param, code
+
+
+@dataclass
+class ChatService:
+    """The model behind ``/v1``: an :class:`~memedit.editor.Editor` over the app's store, and the id it is served as."""
+
+    editor: Any
+    model_id: str
+    created: int = field(default_factory=lambda: int(time.time()))
+    #: held while a turn reads or writes the store and runs the model (neither is safe to share across threads)
+    lock: Any = field(default_factory=threading.RLock)
+
+
+# ---- request bodies -------------------------------------------------------------
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: Optional[str] = None
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: Union[str, list[ContentPart], None] = None
+
+
+class ChatCompletionIn(BaseModel):
+    """OpenAI's chat request; fields memedit cannot honour are refused with 400 (see the module doc)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[MessageIn] = Field(min_length=1)
+    stream: bool = False
+    n: int = Field(default=1, ge=1, le=128)
+    max_tokens: Optional[int] = Field(default=None, ge=1)
+    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
+    temperature: Optional[float] = Field(default=None, ge=0, le=2)
+    tools: Optional[list[Any]] = None
+    functions: Optional[list[Any]] = None
+    tool_choice: Any = None
+    logprobs: Optional[bool] = None
+    response_format: Optional[dict[str, Any]] = None
+    user: Optional[str] = None
+
+
+# ---- helpers ----------------------------------------------------------------------
+def _service(request: Request) -> ChatService:
+    service = getattr(request.app.state.memedit, "chat", None)
+    if service is None:
+        raise OpenAIError(503, "this memedit server answers no questions: start it with 'memedit serve --model NAME'",
+                          "server_error", code="no_model")
+    return service
+
+
+def _text(message: MessageIn) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    parts = message.content or []
+    if any(p.type != "text" for p in parts):
+        raise OpenAIError(400, "only text content is supported (no images, audio or files)", param="messages")
+    return "".join(p.text or "" for p in parts)
+
+
+def _check(body: ChatCompletionIn, service: ChatService) -> str:
+    """The user's message, once the request is one memedit serves."""
+    if body.model not in (service.model_id, "memedit"):
+        raise OpenAIError(404, f"the model {body.model!r} does not exist here; this server answers as "
+                               f"{service.model_id!r} (GET /v1/models)", param="model", code="model_not_found")
+    if body.n != 1:
+        raise OpenAIError(400, "memedit returns one choice per request (n must be 1)", param="n")
+    if body.tools or body.functions or body.tool_choice not in (None, "none"):
+        raise OpenAIError(400, "tools and functions are not supported by memedit's endpoint", param="tools")
+    if body.logprobs:
+        raise OpenAIError(400, "log-probabilities are not returned by memedit's endpoint", param="logprobs")
+    if body.response_format and body.response_format.get("type", "text") != "text":
+        raise OpenAIError(400, "only text responses are supported (response_format type 'text')",
+                          param="response_format")
+    last = body.messages[-1]
+    if last.role != "user":
+        raise OpenAIError(400, "the last message must be the user's: each request is one chat turn",
+                          param="messages")
+    text = _text(last).strip()
+    if not text:
+        raise OpenAIError(400, "the user's message is empty", param="messages")
+    return text
+
+
+def _namespace(request: Request) -> tuple[Any, str]:
+    """The caller and the namespace this turn uses (see the module doc)."""
+    who = caller(request)
+    if who is None:
+        raise AuthError(401, "an API key is required: a memedit token (Authorization: Bearer <token>)")
+    named = request.headers.get(NAMESPACE_HEADER)
+    if named is not None:
+        namespace = named.strip()
+    else:
+        exact = [p for p in who.namespaces if "*" not in p]
+        namespace = exact[0] if len(exact) == 1 else "default"
+    try:
+        namespace = validate_namespace(namespace)
+    except ValidationError as exc:
+        raise OpenAIError(400, str(exc), param=NAMESPACE_HEADER) from None
+    if not who.can_read(namespace):
+        raise AuthError(403, f"this token may not use namespace {namespace!r}"
+                             + ("" if named else f"; name one it covers in the {NAMESPACE_HEADER} header"))
+    return who, namespace
+
+
+def _history(messages: list[MessageIn]) -> list[dict[str, str]]:
+    """The conversation as role / text pairs for the base model (system and developer messages as system)."""
+    roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+    return [{"role": roles[m.role], "content": _text(m)} for m in messages if m.role in roles and _text(m).strip()]
+
+
+def _turn(request: Request, service: ChatService, text: str, history: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
+    """The reply to one user message and the ``memedit`` payload: a correction stored or refused, or an answer."""
+    who, namespace = _namespace(request)
+    st = request.app.state.memedit
+    with st.lock, service.lock:
+        if not who.can_write(namespace):
+            try:
+                is_correction = detect_correction(text, namespace=namespace) is not None
+            except (RefusedEditError, ValidationError):  # a malformed or unsafe /correct: a correction all the same
+                is_correction = True
+            if is_correction:
+                return (f"I did not store that (permission): this token may not change namespace {namespace!r}",
+                        {"route": "correction", "namespace": namespace, "refused": True, "rule": "permission"})
+        else:
+            st.store.create_namespace(namespace)
+            try:
+                got = capture(text, policy=st.policy, namespace=namespace, author=who.name)
+            except ValidationError as exc:  # a malformed /correct: tell the user how to write it, as memedit chat does
+                return f"error: {exc}", {"route": "correction", "namespace": namespace, "error": str(exc)}
+            if got.outcome == "stored" and got.edit is not None:
+                return acknowledgement(got.edit), got.payload(namespace)
+            if got.outcome == "refused" and got.verdict is not None:
+                return refusal(got.verdict), got.payload(namespace)
+        editor = service.editor
+        prepared = prepare_or_none(editor, text, namespace)
+        if prepared is None or prepared.route == "base":
+            # No edit in scope: the model answers the conversation as the app sent it (system prompt, history),
+            # exactly as it would without memedit in front of it.
+            reply = editor.base.chat(history, editor.router.max_new_tokens)
+            return reply, base_payload(namespace, prepared)
+        answer = editor.router.run(prepared)  # the same decision, not a second retrieval; records the use
+        return answer.text, answer_payload(answer)
+
+
+def _pieces(text: str) -> list[str]:
+    """Word-sized chunks whose concatenation is ``text`` exactly."""
+    return re.findall(r"\S+\s*|\s+", text) or [""]
+
+
+def _stream(completion_id: str, created: int, model: str, reply: str, payload: dict[str, Any]) -> Iterator[str]:
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    for piece in _pieces(reply):
+        if piece:
+            yield event({"content": piece})
+    yield event({}, "stop", memedit=payload)
+    yield "data: [DONE]\n\n"
+
+
+# ---- operations -------------------------------------------------------------------
+@router.get("/models", summary="The model this server answers as")
+def list_models(request: Request) -> dict[str, Any]:
+    if caller(request) is None:
+        raise AuthError(401, "an API key is required: a memedit token (Authorization: Bearer <token>)")
+    service = getattr(request.app.state.memedit, "chat", None)
+    data = [] if service is None else [{"id": service.model_id, "object": "model", "created": service.created,
+                                        "owned_by": "memedit"}]
+    return {"object": "list", "data": data}
+
+
+@router.post("/chat/completions", summary="One chat turn: a correction is stored, a question answered through the edits",
+             responses={200: {"description": "a chat.completion, or with stream=true server-sent "
+                                             "chat.completion.chunk events ending in [DONE]",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
+    service = _service(request)
+    text = _check(body, service)
+    reply, payload = _turn(request, service, text, _history(body.messages))
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        return StreamingResponse(_stream(completion_id, created, service.model_id, reply, payload),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": service.model_id,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop",
+                         "logprobs": None}],
+            "usage": None, "memedit": payload}
