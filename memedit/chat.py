@@ -36,6 +36,7 @@ through :meth:`Editor.ask`, which decides whether a stored edit is in scope.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -250,6 +251,15 @@ def prepare_or_none(editor: Any, question: str, namespace: str, *, k: int | None
     except NotFoundError:
         return None
     return editor.prepare(question, namespace=namespace, k=k)
+
+
+def text_pieces(text: str) -> list[str]:
+    """Word-sized chunks whose concatenation is ``text`` exactly (how a finished answer is streamed).
+
+    >>> text_pieces("Jane Roe  runs it.")
+    ['Jane ', 'Roe  ', 'runs ', 'it.']
+    """
+    return re.findall(r"\S+\s*|\s+", text) or [""]
 
 
 def base_payload(namespace: str, prepared: Any = None) -> dict[str, Any]:

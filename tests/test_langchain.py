@@ -233,8 +233,12 @@ def test_namespace_reaches_generate_from_a_chain_and_with_config(chat: MemoryCha
     assert _meta(chat.with_config(configurable={"user_id": "alice"}).invoke(CEO_Q))["route"] == "ike"
     assert [_meta(m)["namespace"] for m in chat.batch([CEO_Q, CEO_Q], config=[ALICE, BOB])] == [
         "users/alice", "users/bob"]
-    chunks = list(chat.stream(CEO_Q, config=ALICE))          # no native streaming: one chunk, same routing
-    assert len(chunks) == 1 and chunks[0].response_metadata["memedit"]["route"] == "ike"
+    chunks = list(chat.stream(CEO_Q, config=ALICE))          # native streaming: the answer in chunks, same routing
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    assert len(chunks) > 1 and merged.response_metadata["memedit"]["route"] == "ike"
+    assert "".join(c.content for c in chunks) == chat.invoke(CEO_Q, config=ALICE).content
 
 
 def test_async_paths_keep_the_namespace(chat: MemoryChatModel) -> None:
@@ -307,13 +311,22 @@ def test_route_events_reach_callback_handlers(chat: MemoryChatModel) -> None:
 
 
 def test_route_events_in_astream_events(chat: MemoryChatModel) -> None:
-    async def run() -> list[dict[str, Any]]:
-        await chat.ainvoke(CEO, config=ALICE)
-        return [e async for e in chat.astream_events(CEO_Q, config=ALICE, version="v2")]
+    """Streamed inside a runnable (a chain, an agent) the route arrives as a custom event; a bare model.astream()
+    has no run to attach one to (langchain-core hands _astream no run manager), so its last chunk carries it."""
+    chain = RunnableLambda(lambda q: q) | chat
 
-    events = asyncio.run(run())
+    async def run() -> tuple[list[dict[str, Any]], Any]:
+        await chat.ainvoke(CEO, config=ALICE)
+        events = [e async for e in chain.astream_events(CEO_Q, config=ALICE, version="v2")]
+        merged = None
+        async for chunk in chat.astream(CEO_Q, config=ALICE):
+            merged = chunk if merged is None else merged + chunk
+        return events, merged
+
+    events, merged = asyncio.run(run())
     custom = [e for e in events if e["event"] == "on_custom_event"]
     assert [e["name"] for e in custom] == [ROUTE_EVENT] and custom[0]["data"]["route"] == "ike"
+    assert merged.response_metadata["memedit"]["route"] == "ike"
 
 
 # --------------------------------------------------------------------------- the retriever

@@ -23,9 +23,14 @@ Three pieces:
   :class:`~memedit.editor.Editor` (IKE over the inner model, SERAC's
   counterfactual model, ...). The reply's ``response_metadata["memedit"]``
   (and ``additional_kwargs["memedit"]``) says which route answered and which
-  edits, with their scores.
+  edits, with their scores. It streams natively (``stream``/``astream``):
+  the inner model's own chunks when it answers, memedit's finished reply in
+  word-sized chunks otherwise, the route on the last chunk. Tracing names the
+  inner model (``ls_model_name``); ``bind_tools`` hands tools to it, or says
+  it has none.
 * :class:`EditRetriever` returns the edits in scope of a query as
-  ``Document`` objects, for chains that want the facts rather than an answer.
+  ``Document`` objects, for chains that want the facts rather than an answer;
+  ``k``, ``namespace`` and ``score_threshold`` can be given per call.
 * :class:`LocalChatModel` is a real ``BaseChatModel`` over memedit's local
   transformers backend (the packaged SmolLM2 by default), for running all of
   this offline.
@@ -48,6 +53,14 @@ not cached by default (``cache=False``): they depend on edits that change.
 correction) is sent to the run's callback handlers as the custom event
 ``"memedit_route"`` (``on_custom_event``; ``astream_events`` shows it as
 ``on_custom_event``), with the payload described in :func:`route_event`.
+A bare ``model.stream()``/``astream()`` has no run to attach it to
+(langchain-core hands ``_stream`` no run manager), so there the last chunk's
+metadata is the record; streamed inside a runnable (a chain, an agent) the
+event arrives as well.
+
+LangChain's own standard suites (``langchain-tests``: chat model unit and
+integration, retriever integration) pass on these classes
+(``tests/test_langchain_standard.py``).
 """
 from __future__ import annotations
 
@@ -56,20 +69,23 @@ import logging
 import re
 import threading
 import unicodedata
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, AsyncIterator, Iterator, Literal, Optional, Sequence
 
-from langchain_core.callbacks import CallbackManager, CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
+from langchain_core.callbacks import (AsyncCallbackManager, AsyncCallbackManagerForLLMRun, CallbackManager,
+                                     CallbackManagerForLLMRun, CallbackManagerForRetrieverRun)
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.documents import Document
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import (AIMessage, AIMessageChunk, BaseMessage, ChatMessage, HumanMessage, SystemMessage,
+                                     ToolMessage)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ..chat import (acknowledgement, answer_payload, base_payload, capture, chat_policy, check_correction_status,
-                    prepare_or_none, refusal)
+                    prepare_or_none, refusal, text_pieces)
 from ..config import DEFAULT_NAMESPACE
 from ..corrections import DEFAULT_MIN_CONFIDENCE
 from ..edits import NAMESPACE_RE, validate_namespace
@@ -237,6 +253,34 @@ def route_event(payload: dict[str, Any], run_manager: CallbackManagerForLLMRun |
     manager.on_custom_event(name, payload, run_id=run_manager.run_id)
 
 
+async def aroute_event(payload: dict[str, Any], run_manager: AsyncCallbackManagerForLLMRun | None,
+                       name: str = ROUTE_EVENT) -> None:
+    """:func:`route_event` for an async run (its handlers may be async: astream_events listens with one)."""
+    if run_manager is None or not run_manager.handlers:
+        return
+    manager = AsyncCallbackManager(
+        handlers=run_manager.handlers, inheritable_handlers=run_manager.inheritable_handlers,
+        parent_run_id=run_manager.run_id, tags=run_manager.tags, inheritable_tags=run_manager.inheritable_tags,
+        metadata=run_manager.metadata, inheritable_metadata=run_manager.inheritable_metadata,
+    )
+    await manager.on_custom_event(name, payload, run_id=run_manager.run_id)
+
+
+def _dispatch_in_context(payload: dict[str, Any], name: str = ROUTE_EVENT) -> None:
+    """The route event through the runnable config in the context (a streamed run has no run manager at hand)."""
+    try:
+        dispatch_custom_event(name, dict(payload))
+    except RuntimeError:  # no enclosing run to attach it to: nobody listens
+        pass
+
+
+async def _adispatch_in_context(payload: dict[str, Any], name: str = ROUTE_EVENT) -> None:
+    try:
+        await adispatch_custom_event(name, dict(payload))
+    except RuntimeError:
+        pass
+
+
 def _child_callbacks(run_manager: CallbackManagerForLLMRun | None) -> CallbackManager | None:
     """Callbacks for a nested call, so the inner model's run shows up under this one."""
     if run_manager is None:
@@ -340,6 +384,18 @@ class MemoryChatModel(BaseChatModel):
                 "policy": self.policy if isinstance(self.policy, str) else getattr(self.policy, "__name__", "custom"),
                 "correction_status": self.correction_status}
 
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """Tracing parameters, with the inner model's name as ``ls_model_name`` (it answers most turns)."""
+        kwargs = {k: v for k, v in kwargs.items() if k not in (NAMESPACE_KWARG, AUTHOR_KWARG)}
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        try:
+            inner = self.inner._get_ls_params(stop=stop, **kwargs)
+        except (AttributeError, TypeError, ValueError, NotImplementedError):
+            inner = {}
+        name = inner.get("ls_model_name") or getattr(self.inner, "model_name", None) or getattr(self.inner, "model", None)
+        params["ls_model_name"] = str(name or getattr(self.inner, "_llm_type", type(self.inner).__name__))
+        return params
+
     # ---- config -> namespace ---------------------------------------------------
     def resolve_namespace(self, config: RunnableConfig | None = None) -> tuple[str, str | None]:
         """``(namespace, user id)`` for a call made with ``config`` (the current runnable's config if None)."""
@@ -361,6 +417,15 @@ class MemoryChatModel(BaseChatModel):
                       stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
         return await super().ainvoke(input, config, stop=stop, **self._with_namespace(config, kwargs))
 
+    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        yield from super().stream(input, config, stop=stop, **self._with_namespace(config, kwargs))
+
+    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+        async for chunk in super().astream(input, config, stop=stop, **self._with_namespace(config, kwargs)):
+            yield chunk
+
     # ---- tools -------------------------------------------------------------------
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> "MemoryChatModel":
         """A copy whose out-of-scope answers come from ``inner.bind_tools(tools, ...)`` (same store and editor).
@@ -369,12 +434,19 @@ class MemoryChatModel(BaseChatModel):
         """
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
-        bound = self.inner.bind_tools(tools, **kwargs)
+        try:
+            bound = self.inner.bind_tools(tools, **kwargs)
+        except NotImplementedError:
+            name = getattr(self.inner, "model_name", None) or type(self.inner).__name__
+            raise NotImplementedError(f"the inner chat model ({name}) does not support tool calling, and "
+                                      "MemoryChatModel.bind_tools hands tools to it") from None
         return self.model_copy(update={"tool_model": bound, "editor": self.get_editor()})
 
     # ---- one call ---------------------------------------------------------------
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _decide(self, messages: list[BaseMessage], run_manager: CallbackManagerForLLMRun | None,
+                kwargs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """``(text, payload)``: the reply memedit gives itself (a correction's, an in-scope answer), or
+        ``(None, payload)`` when the inner model answers the conversation as it stands."""
         namespace = kwargs.pop(NAMESPACE_KWARG, None)
         author = kwargs.pop(AUTHOR_KWARG, None)
         if namespace is None:  # generate() called directly: the enclosing runnable's config, if any
@@ -384,8 +456,7 @@ class MemoryChatModel(BaseChatModel):
         last = messages[-1] if messages else None
         if not isinstance(last, HumanMessage):
             # A tool result or an assistant prefill: the inner model's business, memory has nothing to add.
-            return self._reply(self._call_inner(messages, stop, run_manager, kwargs),
-                               {"route": "passthrough", "namespace": namespace}, run_manager)
+            return None, {"route": "passthrough", "namespace": namespace}
         text = _text(last).strip()
         if self.accept_corrections:
             try:
@@ -393,28 +464,68 @@ class MemoryChatModel(BaseChatModel):
                 got = capture(text, policy=self.get_policy(), namespace=namespace, author=author,
                               status=self.correction_status, min_confidence=self.min_confidence)
             except (ValidationError, ConflictError) as exc:  # a malformed /correct, or a rate limit: say so
-                payload = {"route": "correction", "namespace": namespace, "error": str(exc)}
-                return self._reply(AIMessage(content=f"I could not store that correction: {exc}"), payload, run_manager)
+                return f"I could not store that correction: {exc}", {"route": "correction", "namespace": namespace,
+                                                                      "error": str(exc)}
             if got.outcome == "stored" and got.edit is not None:
                 log.info("stored correction %s in %s (%s)", got.edit.id, namespace, got.edit.status)
-                return self._reply(AIMessage(content=acknowledgement(got.edit)), got.payload(namespace), run_manager)
+                return acknowledgement(got.edit), got.payload(namespace)
             if got.outcome == "refused" and got.verdict is not None:
-                return self._reply(AIMessage(content=refusal(got.verdict)), got.payload(namespace), run_manager)
-        return self._answer(messages, text, namespace, stop, run_manager, kwargs)
-
-    def _answer(self, messages: list[BaseMessage], question: str, namespace: str, stop: list[str] | None,
-                run_manager: CallbackManagerForLLMRun | None, kwargs: dict[str, Any]) -> ChatResult:
+                return refusal(got.verdict), got.payload(namespace)
         editor = self.get_editor()
-        prepared = _prepare(editor, question, namespace)
+        prepared = _prepare(editor, text, namespace)
         if prepared is None or prepared.route == "base":
             # Out of scope: the inner model answers the conversation as it stands (system prompt, history,
             # bound tools, stop words), exactly as it would without memedit.
-            payload = {**_base_payload(namespace, prepared), "question": question}
-            return self._reply(self._call_inner(messages, stop, run_manager, kwargs), payload, run_manager)
+            return None, {**_base_payload(namespace, prepared), "question": text}
         # In scope: the editor answers from the same decision (no second retrieval), and records the use.
         answer = editor.router.run(prepared)
-        payload = {**answer_payload(answer), "question": question}
-        return self._reply(AIMessage(content=answer.text), payload, run_manager)
+        return answer.text, {**answer_payload(answer), "question": text}
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        text, payload = self._decide(messages, run_manager, kwargs)
+        message = self._call_inner(messages, stop, run_manager, kwargs) if text is None else AIMessage(content=text)
+        return self._reply(message, payload, run_manager)
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        """Native streaming: the inner model's own chunks when it answers; memedit's reply (a correction's, an
+        in-scope answer, finished before the first chunk) in word-sized chunks. The last chunk carries the route."""
+        text, payload = self._decide(messages, run_manager, kwargs)
+        if run_manager is not None:
+            route_event(dict(payload), run_manager)
+        else:  # langchain-core's stream() gives _stream no run manager; the run's config is in the context
+            _dispatch_in_context(payload)
+        if text is None:
+            model = self.tool_model if self.tool_model is not None else self.inner
+            for chunk in model.stream(messages, stop=stop, **kwargs):  # the context's callbacks reach it
+                yield ChatGenerationChunk(message=chunk if isinstance(chunk, AIMessageChunk)
+                                          else AIMessageChunk(content=_text(chunk)))
+        else:
+            for piece in text_pieces(text):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        yield _route_chunk(payload)
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        """:meth:`_stream` for async callers: the decision (store, scope, a local model) runs in a worker thread,
+        the inner model streams through its own ``astream``."""
+        sync_manager = run_manager.get_sync() if run_manager is not None else None
+        text, payload = await run_in_executor(None, self._decide, messages, sync_manager, kwargs)
+        if run_manager is not None:
+            await aroute_event(dict(payload), run_manager)
+        else:  # as in _stream: the run's config is in the context
+            await _adispatch_in_context(payload)
+        if text is None:
+            model = self.tool_model if self.tool_model is not None else self.inner
+            async for chunk in model.astream(messages, stop=stop, **kwargs):
+                yield ChatGenerationChunk(message=chunk if isinstance(chunk, AIMessageChunk)
+                                          else AIMessageChunk(content=_text(chunk)))
+        else:
+            for piece in text_pieces(text):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        yield _route_chunk(payload)
 
     def _call_inner(self, messages: list[BaseMessage], stop: list[str] | None,
                     run_manager: CallbackManagerForLLMRun | None, kwargs: dict[str, Any]) -> AIMessage:
@@ -433,6 +544,13 @@ class MemoryChatModel(BaseChatModel):
             "additional_kwargs": {**message.additional_kwargs, "memedit": meta},
         })
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _route_chunk(payload: dict[str, Any]) -> ChatGenerationChunk:
+    """The empty last chunk of a stream, carrying the turn's route as the invoked message's metadata does."""
+    meta = {k: v for k, v in payload.items() if k != "question"}
+    return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"memedit": meta},
+                                                      additional_kwargs={"memedit": meta}))
 
 
 # --------------------------------------------------------------------------- the retriever
@@ -481,19 +599,29 @@ class EditRetriever(BaseRetriever):
         return await super().ainvoke(input, config, **kwargs)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
-                                memedit_namespace: str | None = None) -> list[Document]:
-        namespace = validate_namespace(memedit_namespace or self.resolve_namespace()[0])
-        used = in_scope_edits(self.editor, query, namespace, k=self.k)
+                                memedit_namespace: str | None = None, k: int | None = None,
+                                namespace: str | None = None, score_threshold: float | None = None) -> list[Document]:
+        """The in-scope edits, best first. Per call: ``k`` (at most this many), ``namespace`` (instead of the one the
+        config names), ``score_threshold`` (only edits whose P(in scope) reaches it)."""
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValidationError(f"k must be a positive integer, got {k!r}")
+        if score_threshold is not None and not 0.0 <= float(score_threshold) <= 1.0:
+            raise ValidationError(f"score_threshold is a probability in [0, 1], got {score_threshold!r}")
+        namespace = validate_namespace(namespace or memedit_namespace or self.resolve_namespace()[0])
+        used = in_scope_edits(self.editor, query, namespace, k=max(self.k, k or 0))
+        if score_threshold is not None:
+            used = [u for u in used if float(u.scope_probability) >= float(score_threshold)]
+        used = used[:k or self.k]
         route_event({"route": "retrieve", "namespace": namespace, "question": query,
                      "edit_ids": [u.edit.id for u in used],
                      "scores": [round(float(u.scope_probability), 4) for u in used]}, run_manager)
         return [_document(u) for u in used]
 
-    async def _aget_relevant_documents(self, query: str, *, run_manager: Any,
-                                       memedit_namespace: str | None = None) -> list[Document]:
-        # BaseRetriever's default async path drops extra keyword arguments (the namespace); keep it.
+    async def _aget_relevant_documents(self, query: str, *, run_manager: Any, memedit_namespace: str | None = None,
+                                       **kwargs: Any) -> list[Document]:
+        # BaseRetriever's default async path drops extra keyword arguments (the namespace, k ...); keep them.
         return await run_in_executor(None, self._get_relevant_documents, query, run_manager=run_manager.get_sync(),
-                                     memedit_namespace=memedit_namespace)
+                                     memedit_namespace=memedit_namespace, **kwargs)
 
 
 def in_scope_edits(editor: Any, question: str, namespace: str, *, k: int | None = None) -> list[Any]:

@@ -37,7 +37,6 @@ applied. Errors use OpenAI's shape, ``{"error": {"message", "type", "param",
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 import uuid
@@ -48,7 +47,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..chat import acknowledgement, answer_payload, base_payload, capture, prepare_or_none, refusal
+from ..chat import acknowledgement, answer_payload, base_payload, capture, prepare_or_none, refusal, text_pieces
 from ..corrections import detect_correction
 from ..edits import validate_namespace
 from ..errors import ValidationError
@@ -243,11 +242,6 @@ def _turn(request: Request, service: ChatService, text: str, history: list[dict[
         return answer.text, answer_payload(answer)
 
 
-def _pieces(text: str) -> list[str]:
-    """Word-sized chunks whose concatenation is ``text`` exactly."""
-    return re.findall(r"\S+\s*|\s+", text) or [""]
-
-
 def _stream(completion_id: str, created: int, model: str, reply: str, payload: dict[str, Any]) -> Iterator[str]:
     def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -255,7 +249,7 @@ def _stream(completion_id: str, created: int, model: str, reply: str, payload: d
         return f"data: {json.dumps(chunk)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    for piece in _pieces(reply):
+    for piece in text_pieces(reply):
         if piece:
             yield event({"content": piece})
     yield event({}, "stop", memedit=payload)
