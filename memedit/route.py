@@ -332,18 +332,19 @@ class Router:
         return route
 
     def _auto_route(self) -> str:
-        """``policy="auto"``: the route measured best for this base model, else IKE (local) or SERAC (remote).
+        """``policy="auto"``: the route measured best for this base model, else IKE: the user's own model answers.
 
         The measured choices (:mod:`memedit.route_choice`) come from report-side
-        evaluations; SERAC is only taken on them while it has its trained adapter.
-        A local model nobody measured is cheap to prompt and follows its own
-        context; a remote one may be large, costly, or shared, and SERAC keeps
-        edited facts away from it.
+        evaluations (SERAC for the packaged SmolLM2 and Gemma-3-270m, whose own
+        in-context answers measured worse); SERAC is only taken on them while it
+        has its trained adapter. Any other model (a LangChain chat model, a local
+        checkpoint nobody measured) is the user's choice of answerer, so it
+        answers in-scope questions too, with the edits and demonstrations in its
+        chat prompt (IKE); SERAC's small counterfactual model answers instead
+        only where it measured better or when ``policy="serac"`` asks for it.
         """
         from .route_choice import measured_route
 
-        if not self.base.is_local:
-            return "serac"
         best = measured_route(getattr(self.base, "name", None))
         if best == "serac" and getattr(self.methods.get("serac"), "adapter", None) is None:
             best = None

@@ -10,8 +10,9 @@ True
 the report-side figures of each in-scope route (``memedit eval run --side
 report --mode batch``, greedy generation) and the route chosen from them: the
 one with the higher mean of reliability and paraphrase by generation, locality
-breaking ties. Models nobody measured get no entry; the router then keeps its
-general rule (IKE on a local model, SERAC for a remote one).
+breaking ties. Models nobody measured get no entry; the router then answers
+with IKE, so the user's own model (a LangChain chat model, a local
+checkpoint) answers in-scope questions with the edits in its prompt.
 """
 from __future__ import annotations
 

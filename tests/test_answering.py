@@ -149,7 +149,7 @@ def test_base_route_is_the_bare_model_token_for_token(store: EditStore, lm: Loca
 def test_seed_scenario_serac_never_calls_the_base_model(store: EditStore, lm: LocalLM, classifier) -> None:
     ids = _seed_text(store)
     base = RecordingChat(responses=["Paris is the capital of France."])
-    editor = Editor(model=base, store=store, classifier=classifier, counterfactual=lm)  # policy "auto": remote -> serac
+    editor = Editor(model=base, store=store, classifier=classifier, counterfactual=lm, policy="serac")
     for question, expected, which in [SEED_QUESTIONS[0], SEED_QUESTIONS[2], SEED_QUESTIONS[4]]:
         a = editor.ask(question)
         assert a.route == "serac"

@@ -68,5 +68,16 @@ def test_auto_falls_back_where_nothing_was_measured(store: EditStore) -> None:
 
     plain = Router(store, "smollm2-135m-instruct", serac=SERAC(adapter=None))   # SERAC without its adapter
     assert plain.prepare(QUESTION).route == "ike"
-    remote = Router(store, FakeListChatModel(responses=["x"]))                  # a remote chat model
-    assert remote.prepare(QUESTION).route == "serac"
+    remote = Router(store, FakeListChatModel(responses=["x"]))                  # the user's own chat model
+    assert remote.prepare(QUESTION).route == "ike"                               # answers, with the edit in view
+
+
+def test_auto_finds_the_measured_route_through_langchain(store: EditStore) -> None:
+    """The packaged SmolLM2 wrapped as a LangChain model is still the model that measured better with SERAC."""
+    from memedit.integrations.langchain import LocalChatModel
+    from memedit.models.backends import LazyBackend, LocalLM
+
+    lazy = LazyBackend(lambda: LocalLM.from_name("smollm2-135m-instruct"), name="smollm2-135m-instruct")
+    wrapped = LocalChatModel(backend=lazy, model_name="smollm2-135m-instruct")
+    assert Router(store, wrapped).prepare(QUESTION).route == "serac"
+    assert not lazy.loaded  # deciding the route loads no model

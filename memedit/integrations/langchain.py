@@ -326,8 +326,9 @@ class MemoryChatModel(BaseChatModel):
     store: Any = Field(default=None, exclude=True)
     policy: Any = "auto"
     """How an in-scope question is answered (``"auto"``, ``"ike"``, ``"serac"``, a callable); used when ``store`` is
-    given. ``"auto"`` is SERAC here: the inner model counts as remote, so edited facts go to the local
-    counterfactual model instead of to it."""
+    given. ``"auto"`` lets the inner model answer in-scope questions too, with the edits in its prompt (IKE), unless
+    it is a model measured better with SERAC (the packaged SmolLM2 as a ``LocalChatModel``); ``"serac"`` keeps
+    edited facts away from it (the local counterfactual model answers them)."""
     namespace: str = DEFAULT_NAMESPACE
     """The namespace of calls whose config names no user."""
     namespace_key: str = "user_id"

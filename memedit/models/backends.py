@@ -85,8 +85,7 @@ class Backend(ABC):
     """Base class of memedit's backends; subclasses implement :meth:`chat` and, if they can, scoring."""
 
     name: str = "backend"
-    #: True when the model runs in this process (cheap to prompt, exposes log-probs); the
-    #: router's "auto" policy prefers IKE on local models and SERAC on remote ones.
+    #: True when the model runs in this process (cheap to prompt, exposes log-probs; its weights can be edited).
     is_local: bool = False
     supports_logprobs: bool = False
 
@@ -332,7 +331,10 @@ class LangChainLM(Backend):
         if not isinstance(chat_model, BaseChatModel):
             raise ValidationError(f"LangChainLM wraps a langchain-core BaseChatModel, got {type(chat_model).__name__}")
         self.chat_model = chat_model
-        self.name = name or type(chat_model).__name__
+        # The chat model's own model name where it has one (ChatOpenAI's "gpt-4o", memedit's LocalChatModel's
+        # registered name), so policy="auto" finds a measured route for it; else its class.
+        own = getattr(chat_model, "model_name", None) or getattr(chat_model, "model", None)
+        self.name = name or (own if isinstance(own, str) and own else type(chat_model).__name__)
 
     @staticmethod
     def to_langchain(messages: Sequence[Message]) -> list[Any]:
