@@ -262,6 +262,12 @@ _LLAMA = ArchSpec(
 )
 register_arch(_LLAMA)
 register_arch(replace(_LLAMA, model_type="qwen2", measured={}, notes="Qwen2ForCausalLM; Llama layout."))
+register_arch(replace(_LLAMA, model_type="qwen3", measured={},
+                      notes="Qwen3ForCausalLM; Llama layout (q/k norms inside attention do not touch the MLP)."))
+register_arch(replace(_LLAMA, model_type="mistral", measured={}, notes="MistralForCausalLM; Llama layout."))
+register_arch(replace(_LLAMA, model_type="phi3", measured={},
+                      notes="Phi3ForCausalLM; the MLP's gate and up projections are one matrix (gate_up_proj), "
+                            "the edited down_proj is nn.Linear (out, in) as in Llama."))
 register_arch(ArchSpec(
     "gemma3_text",
     mlp_post_norm="model.layers.{}.post_feedforward_layernorm",
@@ -270,6 +276,13 @@ register_arch(ArchSpec(
     measured={(18, 640): _GEMMA3_270M},
     notes="Gemma3ForCausalLM (gemma-3-270m/1b). The MLP output passes post_feedforward_layernorm before the "
     "residual add; the embedding module multiplies by sqrt(hidden).",
+))
+register_arch(ArchSpec(
+    "gemma2",
+    mlp_post_norm="model.layers.{}.post_feedforward_layernorm",
+    rome_layer=0.2,
+    memit_layers=(0.1, 0.3),
+    notes="Gemma2ForCausalLM; Gemma 3's text layout (post_feedforward_layernorm after the MLP).",
 ))
 register_arch(ArchSpec(
     "gemma3",
@@ -296,4 +309,27 @@ register_arch(ArchSpec(
     rome_layer=0.35,  # ROME: GPT-2 XL layer 17 of 48
     memit_layers=(0.27, 0.35),  # MEMIT: GPT-2 XL layers 13-17
     notes="GPT2LMHeadModel. c_proj is a Conv1D whose weight is stored (in, out).",
+))
+register_arch(ArchSpec(
+    "gptj",
+    layer="transformer.h.{}",
+    mlp="transformer.h.{}.mlp",
+    mlp_down="transformer.h.{}.mlp.fc_out",
+    attn="transformer.h.{}.attn",
+    embed="transformer.wte",
+    final_norm="transformer.ln_f",
+    rome_layer=0.18,  # ROME: GPT-J layer 5 of 28
+    memit_layers=(0.1, 0.3),  # MEMIT: GPT-J layers 3-8
+    notes="GPTJForCausalLM. Attention and MLP read the same normalised input in parallel; fc_out is nn.Linear.",
+))
+register_arch(ArchSpec(
+    "gpt_neox",
+    layer="gpt_neox.layers.{}",
+    mlp="gpt_neox.layers.{}.mlp",
+    mlp_down="gpt_neox.layers.{}.mlp.dense_4h_to_h",
+    attn="gpt_neox.layers.{}.attention",
+    embed="gpt_neox.embed_in",
+    final_norm="gpt_neox.final_layer_norm",
+    notes="GPTNeoXForCausalLM (Pythia). Parallel attention and MLP by default; dense_4h_to_h is nn.Linear. "
+          "transformers 5 names the output head lm_head (embed_out in 4.x).",
 ))
