@@ -179,3 +179,32 @@ def test_rome_commits_use_the_sequential_preset_and_the_ledger_says_so(setup, to
     assert ledger.commit([a], method="rome", hparams=ROME, stats=stats[1]).ok
     row = ledger.commits()[-1]
     assert row["stats"]["hparams"]["stop_rule"] == ROME.stop_rule == "prob" and row["stats"]["hparams"]["layer"] == 1
+
+
+def test_a_bfloat16_model_commits_and_reverts_bit_exactly(setup, tok, stats):
+    """Deltas are kept in float32 and added to a bfloat16 model with one rounding; replaying the ledger on the
+    base weights gives the same bits as the live model, and reverting everything gives the base back exactly."""
+    from memedit.methods.deltas import apply_deltas
+
+    store, model, (a, b) = setup
+    model = model.to(torch.bfloat16)
+    base = _params(model)
+    ledger = CommitLedger(store, model, tok, model_name="tiny-llama-bf16", gates=TINY_GATES)
+    report = ledger.commit([a, b], method="rome", hparams=ROME, stats=stats[1])
+    assert report.ok, report.refused
+    c1, c2 = report.commit_ids
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters()) and not _equal(model, base)
+    deltas = {c: ledger._load_deltas(ledger._row(c)) for c in (c1, c2)}
+    assert all(d.U.dtype == d.V.dtype == torch.float32 for ds in deltas.values() for d in ds)
+
+    replayed = make_model("llama", len(tok)).to(torch.bfloat16)   # the base, rebuilt, with the ledger replayed
+    apply_deltas(replayed, deltas[c1])
+    apply_deltas(replayed, deltas[c2])
+    assert _equal(model, _params(replayed))
+
+    only_second = make_model("llama", len(tok)).to(torch.bfloat16)
+    apply_deltas(only_second, deltas[c2])
+    ledger.revert(c1)
+    assert _equal(model, _params(only_second)), "revert must equal never having applied the commit"
+    ledger.revert(c2)
+    assert _equal(model, base)
