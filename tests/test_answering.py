@@ -375,3 +375,17 @@ def test_tiny_random_model_in_another_dtype(lm: LocalLM) -> None:
     assert backend.chat_batch([msgs, [{"role": "user", "content": "Hi"}]], max_new_tokens=3).__len__() == 2
     scores = backend.continuation_logprobs(["The capital of France is", msgs], [" Paris", "Paris."])
     assert all(math.isfinite(s) and s < 0 for s in scores)
+
+
+def test_stream_chat_streams_the_same_reply(lm: LocalLM) -> None:
+    """Token streaming gives chat()'s reply exactly, in several pieces, and through LangChain as well."""
+    from memedit.integrations.langchain import LocalChatModel
+
+    msgs = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    pieces = list(lm.stream_chat(msgs, 24))
+    assert len(pieces) > 3 and all(pieces) and "".join(pieces) == lm.chat(msgs, 24)
+    chat = LocalChatModel(backend=lm, model_name="smollm2-135m-instruct", max_new_tokens=24)
+    chunks = list(chat.stream("Name three colours of the rainbow."))
+    assert len(chunks) > 3 and "".join(c.content for c in chunks) == chat.invoke("Name three colours of the rainbow.").content
+    cut = "".join(c.content for c in chat.stream("Name three colours of the rainbow.", stop=[","]))
+    assert cut == chat.invoke("Name three colours of the rainbow.", stop=[","]).content and "," not in cut

@@ -703,3 +703,19 @@ class LocalChatModel(BaseChatModel):
                 text = text[:text.index(s)]
         message = AIMessage(content=text, response_metadata={"model_name": self.model_name})
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        """Tokens as the model generates them (``LocalLM.stream_chat``); with stop words, the finished reply cut at
+        the first one, in word-sized chunks (a stop word can only be found once its text is whole)."""
+        max_new = kwargs.pop("max_new_tokens", self.max_new_tokens)
+        stream = getattr(self.backend, "stream_chat", None)
+        if stop or stream is None:
+            result = self._generate(messages, stop, run_manager, max_new_tokens=max_new)
+            pieces = text_pieces(str(result.generations[0].message.content))
+        else:
+            pieces = stream(to_role_dicts(messages), max_new)
+        for piece in pieces:
+            if piece:
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"model_name": self.model_name}))

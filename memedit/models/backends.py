@@ -29,9 +29,9 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence, Union, runtime_checkable
 
-from ..errors import UnsupportedOperationError, ValidationError
+from ..errors import BackendError, UnsupportedOperationError, ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover - heavy imports stay out of module import time
     import torch
@@ -261,6 +261,53 @@ class LocalLM(Backend):
             for new in self._generate(ids[start:start + self.batch_size], max_new_tokens):
                 out.append(self._decode(new, plain_chat=not self.has_chat_template))
         return out
+
+    def stream_chat(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        """:meth:`chat`'s reply as it is generated: text pieces whose concatenation is ``chat``'s string.
+
+        The same prompt, the same greedy decoding (one unpadded row, as ``chat``);
+        generation runs in a worker thread and a ``TextIteratorStreamer`` hands the
+        decoded text over. Leading and trailing whitespace is held back, as
+        ``chat`` strips it. A model without a chat template answers in one piece
+        (its reply is cut at the next "User:" turn, known only at the end).
+        """
+        import threading
+
+        import torch
+        from transformers import TextIteratorStreamer
+
+        if not self.has_chat_template:
+            yield self.chat(messages, max_new_tokens)
+            return
+        ids = torch.tensor([self.prompt_ids(list(messages))], dtype=torch.long, device=self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        config = self._generation_config(max_new_tokens)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                                        streamer=streamer)
+            except BaseException as exc:  # surfaced to the reader below, not lost in the thread
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="memedit-stream", daemon=True)
+        worker.start()
+        started, held = False, ""
+        for piece in streamer:
+            text = held + piece
+            if not started:
+                text = text.lstrip()
+                started = bool(text)
+            body = text.rstrip()
+            held = text[len(body):]
+            if body:
+                yield body
+        worker.join()
+        if failure:
+            raise BackendError(f"{self.name} failed while streaming: {type(failure[0]).__name__}: {failure[0]}")
 
     def complete(self, text: str, max_new_tokens: int | None = None) -> str:
         """Greedy continuation of raw ``text`` (no chat formatting), stripped."""
