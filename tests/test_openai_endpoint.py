@@ -117,6 +117,21 @@ def test_out_of_scope_turns_see_the_whole_conversation(server):
     assert "Zorblax" in got.choices[0].message.content  # only the history says so (alone it answers another name)
 
 
+def test_usage_and_max_tokens(server):
+    client = _client(server)
+    full = _ask(client, "Describe the city of Paris in detail.")
+    u = full.usage
+    assert u.prompt_tokens > 5 and u.completion_tokens > 3 and u.total_tokens == u.prompt_tokens + u.completion_tokens
+    short = _ask(client, "Describe the city of Paris in detail.", max_tokens=3)
+    assert short.usage.completion_tokens <= 3 and len(short.choices[0].message.content) < len(full.choices[0].message.content)
+    assert full.choices[0].message.content.startswith(short.choices[0].message.content)  # greedy: the same start
+    noted = _ask(client, "Actually, the CTO of Acme Corp is Dana Lee.")
+    assert noted.model_extra["memedit"]["route"] == "correction" and noted.usage.total_tokens == 0  # no model ran
+    chunks = list(_ask(client, "Describe the city of Paris in detail.", stream=True,
+                       stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == u.total_tokens
+
+
 def test_keys_and_namespaces_are_checked(server):
     with pytest.raises(openai.AuthenticationError):
         _ask(openai.OpenAI(base_url=server["url"], api_key="not-a-token", max_retries=0), QUESTION)

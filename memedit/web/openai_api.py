@@ -29,9 +29,11 @@ the edits used (or the stored correction).
 Limits, each refused with 400 rather than silently ignored: one choice
 (``n`` = 1), no tools or functions, no log-probabilities, no JSON response
 format. Streaming sends the finished answer in word-sized chunks (the model
-does not stream tokens yet). Generation length is the server's
-(``--max-new-tokens``); a request's ``max_tokens`` is accepted and not
-applied. Errors use OpenAI's shape, ``{"error": {"message", "type", "param",
+does not stream tokens here yet). A request's ``max_tokens`` (or
+``max_completion_tokens``) caps a base-route answer below the server's
+``--max-new-tokens``; routed answers keep the server's length. ``usage``
+counts tokens where the answering model tokenizes locally (a correction's
+turn uses none; a remote model's is null). Errors use OpenAI's shape, ``{"error": {"message", "type", "param",
 "code"}}``, so OpenAI clients raise their usual exceptions.
 """
 from __future__ import annotations
@@ -136,6 +138,7 @@ class ChatCompletionIn(BaseModel):
     tool_choice: Any = None
     logprobs: Optional[bool] = None
     response_format: Optional[dict[str, Any]] = None
+    stream_options: Optional[dict[str, Any]] = None
     user: Optional[str] = None
 
 
@@ -208,8 +211,34 @@ def _history(messages: list[MessageIn]) -> list[dict[str, str]]:
     return [{"role": roles[m.role], "content": _text(m)} for m in messages if m.role in roles and _text(m).strip()]
 
 
-def _turn(request: Request, service: ChatService, text: str, history: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
-    """The reply to one user message and the ``memedit`` payload: a correction stored or refused, or an answer."""
+@dataclass
+class Turn:
+    """What one chat turn produced: the reply, the ``memedit`` payload, token usage and why the reply ended."""
+
+    reply: str
+    payload: dict[str, Any]
+    usage: dict[str, int] | None = None
+    finish: str = "stop"
+
+
+NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def _counted(reply: str, payload: dict[str, Any], backend: Any, messages: list[dict[str, str]],
+             limit: int | None) -> Turn:
+    """A model's reply with its token usage, where the backend tokenizes locally (a remote model's is unknown)."""
+    prompt_ids, tokenizer = getattr(backend, "prompt_ids", None), getattr(backend, "tokenizer", None)
+    if prompt_ids is None or tokenizer is None:
+        return Turn(reply, payload)
+    prompt = len(prompt_ids(messages))
+    completion = len(tokenizer(reply, add_special_tokens=False)["input_ids"]) if reply else 0
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return Turn(reply, payload, usage, "length" if limit is not None and completion >= limit else "stop")
+
+
+def _turn(request: Request, service: ChatService, text: str, history: list[dict[str, str]],
+          max_tokens: int | None = None) -> Turn:
+    """One user message's turn: a correction stored or refused, or an answer (see the module doc)."""
     who, namespace = _namespace(request)
     st = request.app.state.memedit
     with st.lock, service.lock:
@@ -219,40 +248,49 @@ def _turn(request: Request, service: ChatService, text: str, history: list[dict[
             except (RefusedEditError, ValidationError):  # a malformed or unsafe /correct: a correction all the same
                 is_correction = True
             if is_correction:
-                return (f"I did not store that (permission): this token may not change namespace {namespace!r}",
-                        {"route": "correction", "namespace": namespace, "refused": True, "rule": "permission"})
+                return Turn(f"I did not store that (permission): this token may not change namespace {namespace!r}",
+                            {"route": "correction", "namespace": namespace, "refused": True, "rule": "permission"},
+                            dict(NO_TOKENS))
         else:
             st.store.create_namespace(namespace)
             try:
                 got = capture(text, policy=st.policy, namespace=namespace, author=who.name)
             except ValidationError as exc:  # a malformed /correct: tell the user how to write it, as memedit chat does
-                return f"error: {exc}", {"route": "correction", "namespace": namespace, "error": str(exc)}
+                return Turn(f"error: {exc}", {"route": "correction", "namespace": namespace, "error": str(exc)},
+                            dict(NO_TOKENS))
             if got.outcome == "stored" and got.edit is not None:
-                return acknowledgement(got.edit), got.payload(namespace)
+                return Turn(acknowledgement(got.edit), got.payload(namespace), dict(NO_TOKENS))
             if got.outcome == "refused" and got.verdict is not None:
-                return refusal(got.verdict), got.payload(namespace)
+                return Turn(refusal(got.verdict), got.payload(namespace), dict(NO_TOKENS))
         editor = service.editor
         prepared = prepare_or_none(editor, text, namespace)
         if prepared is None or prepared.route == "base":
             # No edit in scope: the model answers the conversation as the app sent it (system prompt, history),
-            # exactly as it would without memedit in front of it.
-            reply = editor.base.chat(history, editor.router.max_new_tokens)
-            return reply, base_payload(namespace, prepared)
+            # exactly as it would without memedit in front of it; the request's max_tokens applies here.
+            limits = [n for n in (max_tokens, editor.router.max_new_tokens) if n]
+            limit = min(limits) if limits else None
+            reply = editor.base.chat(history, limit)
+            return _counted(reply, base_payload(namespace, prepared), editor.base, history, limit)
         answer = editor.router.run(prepared)  # the same decision, not a second retrieval; records the use
-        return answer.text, answer_payload(answer)
+        return _counted(answer.text, answer_payload(answer), prepared.backend, prepared.messages,
+                        prepared.max_new_tokens)
 
 
-def _stream(completion_id: str, created: int, model: str, reply: str, payload: dict[str, Any]) -> Iterator[str]:
+def _stream(completion_id: str, created: int, model: str, turn: Turn, usage: bool) -> Iterator[str]:
     def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
         return f"data: {json.dumps(chunk)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    for piece in text_pieces(reply):
+    for piece in text_pieces(turn.reply):
         if piece:
             yield event({"content": piece})
-    yield event({}, "stop", memedit=payload)
+    yield event({}, turn.finish, memedit=turn.payload)
+    if usage:  # stream_options.include_usage: a last chunk with no choices, as OpenAI sends it
+        chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [], "usage": turn.usage}
+        yield f"data: {json.dumps(chunk)}\n\n"
     yield "data: [DONE]\n\n"
 
 
@@ -274,12 +312,13 @@ def list_models(request: Request) -> dict[str, Any]:
 def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
     service = _service(request)
     text = _check(body, service)
-    reply, payload = _turn(request, service, text, _history(body.messages))
+    turn = _turn(request, service, text, _history(body.messages), body.max_completion_tokens or body.max_tokens)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
-        return StreamingResponse(_stream(completion_id, created, service.model_id, reply, payload),
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_stream(completion_id, created, service.model_id, turn, include_usage),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     return {"id": completion_id, "object": "chat.completion", "created": created, "model": service.model_id,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop",
-                         "logprobs": None}],
-            "usage": None, "memedit": payload}
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": turn.reply},
+                         "finish_reason": turn.finish, "logprobs": None}],
+            "usage": turn.usage, "memedit": turn.payload}
