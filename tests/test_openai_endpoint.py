@@ -117,6 +117,16 @@ def test_out_of_scope_turns_see_the_whole_conversation(server):
     assert "Zorblax" in got.choices[0].message.content  # only the history says so (alone it answers another name)
 
 
+def test_an_out_of_scope_answer_streams_as_it_is_generated(server):
+    client = _client(server)
+    plain = _ask(client, "Describe the city of Paris in detail.")
+    chunks = list(_ask(client, "Describe the city of Paris in detail.", stream=True))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == plain.choices[0].message.content and len(pieces) > 5
+    assert chunks[-1].model_extra["memedit"]["route"] == "base"
+    assert chunks[-1].choices[0].finish_reason == plain.choices[0].finish_reason == "length"  # 24 tokens, the limit
+
+
 def test_usage_and_max_tokens(server):
     client = _client(server)
     full = _ask(client, "Describe the city of Paris in detail.")

@@ -28,8 +28,9 @@ the edits used (or the stored correction).
 
 Limits, each refused with 400 rather than silently ignored: one choice
 (``n`` = 1), no tools or functions, no log-probabilities, no JSON response
-format. Streaming sends the finished answer in word-sized chunks (the model
-does not stream tokens here yet). A request's ``max_tokens`` (or
+format. Streaming sends a local model's base-route answer token by token as
+it is generated, and a correction's or a routed answer (finished first) in
+word-sized chunks. A request's ``max_tokens`` (or
 ``max_completion_tokens``) caps a base-route answer below the server's
 ``--max-new-tokens``; routed answers keep the server's length. ``usage``
 counts tokens where the answering model tokenizes locally (a correction's
@@ -39,6 +40,7 @@ turn uses none; a remote model's is null). Errors use OpenAI's shape, ``{"error"
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import uuid
@@ -219,6 +221,8 @@ class Turn:
     payload: dict[str, Any]
     usage: dict[str, int] | None = None
     finish: str = "stop"
+    #: a base-route answer not generated yet: (backend, messages, token limit), streamed token by token
+    pending: tuple[Any, list[dict[str, str]], int | None] | None = None
 
 
 NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -237,7 +241,7 @@ def _counted(reply: str, payload: dict[str, Any], backend: Any, messages: list[d
 
 
 def _turn(request: Request, service: ChatService, text: str, history: list[dict[str, str]],
-          max_tokens: int | None = None) -> Turn:
+          max_tokens: int | None = None, stream: bool = False) -> Turn:
     """One user message's turn: a correction stored or refused, or an answer (see the module doc)."""
     who, namespace = _namespace(request)
     st = request.app.state.memedit
@@ -269,6 +273,8 @@ def _turn(request: Request, service: ChatService, text: str, history: list[dict[
             # exactly as it would without memedit in front of it; the request's max_tokens applies here.
             limits = [n for n in (max_tokens, editor.router.max_new_tokens) if n]
             limit = min(limits) if limits else None
+            if stream and callable(getattr(editor.base, "stream_chat", None)):  # a local model: stream its tokens
+                return Turn("", base_payload(namespace, prepared), pending=(editor.base, history, limit))
             reply = editor.base.chat(history, limit)
             return _counted(reply, base_payload(namespace, prepared), editor.base, history, limit)
         answer = editor.router.run(prepared)  # the same decision, not a second retrieval; records the use
@@ -276,16 +282,56 @@ def _turn(request: Request, service: ChatService, text: str, history: list[dict[
                         prepared.max_new_tokens)
 
 
-def _stream(completion_id: str, created: int, model: str, turn: Turn, usage: bool) -> Iterator[str]:
+def _generated(service: ChatService, pending: tuple[Any, list[dict[str, str]], int | None]) -> Iterator[str]:
+    """A pending answer's pieces as the model writes them. The model runs in one worker thread that holds the
+    service's lock from the first token to the last (the response's chunks are read from other threads)."""
+    backend, messages, limit = pending
+    pieces: queue.Queue[Any] = queue.Queue()
+    done = object()
+
+    def work() -> None:
+        try:
+            with service.lock:
+                for piece in backend.stream_chat(messages, limit):
+                    pieces.put(piece)
+        except Exception as exc:  # handed to the reader: the stream says what went wrong
+            pieces.put(exc)
+        finally:
+            pieces.put(done)
+
+    threading.Thread(target=work, name="memedit-v1-stream", daemon=True).start()
+    while (item := pieces.get()) is not done:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+def _stream(completion_id: str, created: int, model: str, turn: Turn, usage: bool,
+            service: ChatService) -> Iterator[str]:
     def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
         return f"data: {json.dumps(chunk)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    for piece in text_pieces(turn.reply):
-        if piece:
-            yield event({"content": piece})
+    if turn.pending is not None:
+        written = []
+        try:
+            for piece in _generated(service, turn.pending):
+                written.append(piece)
+                yield event({"content": piece})
+        except Exception as exc:  # the status line is sent already: report it in the stream, as OpenAI does
+            body = {"error": {"message": f"the model failed: {type(exc).__name__}: {exc}", "type": "server_error",
+                              "param": None, "code": "model_error"}}
+            yield f"data: {json.dumps(body)}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        backend, messages, limit = turn.pending
+        turn = _counted("".join(written), turn.payload, backend, messages, limit)
+    else:
+        for piece in text_pieces(turn.reply):
+            if piece:
+                yield event({"content": piece})
     yield event({}, turn.finish, memedit=turn.payload)
     if usage:  # stream_options.include_usage: a last chunk with no choices, as OpenAI sends it
         chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -312,11 +358,12 @@ def list_models(request: Request) -> dict[str, Any]:
 def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
     service = _service(request)
     text = _check(body, service)
-    turn = _turn(request, service, text, _history(body.messages), body.max_completion_tokens or body.max_tokens)
+    turn = _turn(request, service, text, _history(body.messages), body.max_completion_tokens or body.max_tokens,
+                 stream=body.stream)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(_stream(completion_id, created, service.model_id, turn, include_usage),
+        return StreamingResponse(_stream(completion_id, created, service.model_id, turn, include_usage, service),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     return {"id": completion_id, "object": "chat.completion", "created": created, "model": service.model_id,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": turn.reply},
