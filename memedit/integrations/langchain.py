@@ -245,12 +245,14 @@ def route_event(payload: dict[str, Any], run_manager: CallbackManagerForLLMRun |
     """
     if run_manager is None or not run_manager.handlers:
         return
-    manager = CallbackManager(
-        handlers=run_manager.handlers, inheritable_handlers=run_manager.inheritable_handlers,
-        parent_run_id=run_manager.run_id, tags=run_manager.tags, inheritable_tags=run_manager.inheritable_tags,
-        metadata=run_manager.metadata, inheritable_metadata=run_manager.inheritable_metadata,
-    )
-    manager.on_custom_event(name, payload, run_id=run_manager.run_id)
+    CallbackManager(**_parented_on(run_manager)).on_custom_event(name, payload, run_id=run_manager.run_id)
+
+
+def _parented_on(run_manager: Any) -> dict[str, Any]:
+    """A callback manager's arguments that reach ``run_manager``'s handlers, parented on its run."""
+    return dict(handlers=run_manager.handlers, inheritable_handlers=run_manager.inheritable_handlers,
+                parent_run_id=run_manager.run_id, tags=run_manager.tags, inheritable_tags=run_manager.inheritable_tags,
+                metadata=run_manager.metadata, inheritable_metadata=run_manager.inheritable_metadata)
 
 
 async def aroute_event(payload: dict[str, Any], run_manager: AsyncCallbackManagerForLLMRun | None,
@@ -258,12 +260,7 @@ async def aroute_event(payload: dict[str, Any], run_manager: AsyncCallbackManage
     """:func:`route_event` for an async run (its handlers may be async: astream_events listens with one)."""
     if run_manager is None or not run_manager.handlers:
         return
-    manager = AsyncCallbackManager(
-        handlers=run_manager.handlers, inheritable_handlers=run_manager.inheritable_handlers,
-        parent_run_id=run_manager.run_id, tags=run_manager.tags, inheritable_tags=run_manager.inheritable_tags,
-        metadata=run_manager.metadata, inheritable_metadata=run_manager.inheritable_metadata,
-    )
-    await manager.on_custom_event(name, payload, run_id=run_manager.run_id)
+    await AsyncCallbackManager(**_parented_on(run_manager)).on_custom_event(name, payload, run_id=run_manager.run_id)
 
 
 def _dispatch_in_context(payload: dict[str, Any], name: str = ROUTE_EVENT) -> None:
