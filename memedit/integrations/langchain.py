@@ -441,8 +441,7 @@ class MemoryChatModel(BaseChatModel):
         return self.model_copy(update={"tool_model": bound, "editor": self.get_editor()})
 
     # ---- one call ---------------------------------------------------------------
-    def _decide(self, messages: list[BaseMessage], run_manager: CallbackManagerForLLMRun | None,
-                kwargs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    def _decide(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """``(text, payload)``: the reply memedit gives itself (a correction's, an in-scope answer), or
         ``(None, payload)`` when the inner model answers the conversation as it stands."""
         namespace = kwargs.pop(NAMESPACE_KWARG, None)
@@ -481,7 +480,7 @@ class MemoryChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        text, payload = self._decide(messages, run_manager, kwargs)
+        text, payload = self._decide(messages, kwargs)
         message = self._call_inner(messages, stop, run_manager, kwargs) if text is None else AIMessage(content=text)
         return self._reply(message, payload, run_manager)
 
@@ -489,19 +488,16 @@ class MemoryChatModel(BaseChatModel):
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         """Native streaming: the inner model's own chunks when it answers; memedit's reply (a correction's, an
         in-scope answer, finished before the first chunk) in word-sized chunks. The last chunk carries the route."""
-        text, payload = self._decide(messages, run_manager, kwargs)
+        text, payload = self._decide(messages, kwargs)
         if run_manager is not None:
             route_event(dict(payload), run_manager)
         else:  # langchain-core's stream() gives _stream no run manager; the run's config is in the context
             _dispatch_in_context(payload)
         if text is None:
-            model = self.tool_model if self.tool_model is not None else self.inner
-            for chunk in model.stream(messages, stop=stop, **kwargs):  # the context's callbacks reach it
-                yield ChatGenerationChunk(message=chunk if isinstance(chunk, AIMessageChunk)
-                                          else AIMessageChunk(content=_text(chunk)))
+            for chunk in self._answering_model().stream(messages, stop=stop, **kwargs):  # context callbacks reach it
+                yield _as_chunk(chunk)
         else:
-            for piece in text_pieces(text):
-                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            yield from _text_chunks(text)
         yield _route_chunk(payload)
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -509,27 +505,27 @@ class MemoryChatModel(BaseChatModel):
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         """:meth:`_stream` for async callers: the decision (store, scope, a local model) runs in a worker thread,
         the inner model streams through its own ``astream``."""
-        sync_manager = run_manager.get_sync() if run_manager is not None else None
-        text, payload = await run_in_executor(None, self._decide, messages, sync_manager, kwargs)
+        text, payload = await run_in_executor(None, self._decide, messages, kwargs)
         if run_manager is not None:
             await aroute_event(dict(payload), run_manager)
         else:  # as in _stream: the run's config is in the context
             await _adispatch_in_context(payload)
         if text is None:
-            model = self.tool_model if self.tool_model is not None else self.inner
-            async for chunk in model.astream(messages, stop=stop, **kwargs):
-                yield ChatGenerationChunk(message=chunk if isinstance(chunk, AIMessageChunk)
-                                          else AIMessageChunk(content=_text(chunk)))
+            async for chunk in self._answering_model().astream(messages, stop=stop, **kwargs):
+                yield _as_chunk(chunk)
         else:
-            for piece in text_pieces(text):
-                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            for chunk in _text_chunks(text):
+                yield chunk
         yield _route_chunk(payload)
+
+    def _answering_model(self) -> Runnable:
+        """The inner model, with tools bound where :meth:`bind_tools` bound them."""
+        return self.tool_model if self.tool_model is not None else self.inner
 
     def _call_inner(self, messages: list[BaseMessage], stop: list[str] | None,
                     run_manager: CallbackManagerForLLMRun | None, kwargs: dict[str, Any]) -> AIMessage:
-        model = self.tool_model if self.tool_model is not None else self.inner
         config: RunnableConfig = {"callbacks": _child_callbacks(run_manager)}
-        reply = model.invoke(messages, config=config, stop=stop, **kwargs)
+        reply = self._answering_model().invoke(messages, config=config, stop=stop, **kwargs)
         return reply if isinstance(reply, AIMessage) else AIMessage(content=_text(reply))
 
     def _reply(self, message: AIMessage, payload: dict[str, Any], run_manager: CallbackManagerForLLMRun | None,
@@ -542,6 +538,17 @@ class MemoryChatModel(BaseChatModel):
             "additional_kwargs": {**message.additional_kwargs, "memedit": meta},
         })
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _as_chunk(chunk: Any) -> ChatGenerationChunk:
+    """An inner model's stream item as a generation chunk."""
+    return ChatGenerationChunk(message=chunk if isinstance(chunk, AIMessageChunk) else AIMessageChunk(content=_text(chunk)))
+
+
+def _text_chunks(text: str) -> Iterator[ChatGenerationChunk]:
+    """A reply memedit gives itself, finished, in word-sized chunks."""
+    for piece in text_pieces(text):
+        yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
 
 
 def _route_chunk(payload: dict[str, Any]) -> ChatGenerationChunk:
